@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 """The repo's ``configs/`` folder (primary config ``subnet.yaml``)."""
 METHODS = ("random", "evolutionary")
 """Search methods."""
+CLOCKS: dict[str, Callable[[], float]] = {"thread": time.thread_time, "wall": time.perf_counter}
+"""Latency clocks by name."""
 
 
 @dataclass
@@ -81,10 +84,13 @@ class BudgetConfig:
     """Longest forward pass allowed, in ms, on ``seconds`` of audio, batch 1, on this machine."""
     seconds: float = 10.0
     """Audio length the latency is measured on."""
-    repeats: int = 9
+    repeats: int = 11
     """Timed runs per latency measurement (the median counts)."""
-    warmup: int = 2
+    warmup: int = 3
     """Untimed runs before each latency measurement."""
+    clock: str = "thread"
+    """``thread``: CPU seconds of the calling thread (needs ``threads=1``; steady when other
+    processes share the cores, and the wall time of an unloaded machine); ``wall``: wall time."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the field, the rule and the value."""
@@ -102,6 +108,8 @@ class BudgetConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"budget.{name} must be > 0; got {value}")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"budget.clock must be one of {tuple(CLOCKS)}; got {self.clock!r}")
         if self.repeats < 1 or self.warmup < 0:
             raise ConfigError(f"budget.repeats must be >= 1 and budget.warmup >= 0; got "
                               f"{self.repeats} and {self.warmup}")
@@ -209,6 +217,9 @@ def to_search_config(cfg: DictConfig) -> SubnetSearchConfig:
     run.data.validate()
     if run.threads < 1:
         raise ConfigError(f"threads must be >= 1; got {run.threads}")
+    if run.budget.clock == "thread" and run.threads != 1:
+        raise ConfigError(f"budget.clock=thread times one thread, so threads must be 1; got "
+                          f"threads={run.threads} (use budget.clock=wall with more threads)")
     return run
 
 
@@ -234,9 +245,10 @@ def build_scorer(ckpt: SupernetCheckpoint, source: str, teacher_path: str | None
 
 def subnet_latency(supernet: LightHubertSupernet,
                    budget: BudgetConfig) -> Callable[[SubnetConfig], float]:
-    """Seconds of one forward pass of the extracted subnet (median of ``budget.repeats``)."""
+    """Seconds of one forward pass of the extracted subnet (median of ``budget.repeats`` after
+    ``budget.warmup``, on ``budget.clock``)."""
     return latency_meter(lambda s: extract_subnet(supernet, s).eval(), budget.seconds,
-                         budget.repeats, budget.warmup)
+                         budget.repeats, budget.warmup, clock=CLOCKS[budget.clock])
 
 
 def make_budget(space: SearchSpace, supernet: LightHubertSupernet,
@@ -248,6 +260,21 @@ def make_budget(space: SearchSpace, supernet: LightHubertSupernet,
         return ParamsBudget(int(cfg.params_fraction * count_params(space, space.max_subnet())))
     assert cfg.params is not None
     return ParamsBudget(cfg.params)
+
+
+def check_feasible(space: SearchSpace, budget: Budget) -> None:
+    """Raise :class:`ConfigError` before any work when not even the smallest subnet fits."""
+    smallest = space.min_subnet()
+    figure: float
+    if isinstance(budget, ParamsBudget):
+        figure = count_params(space, smallest)
+        fits = figure <= budget.max_params
+    else:
+        figure = budget.measure(smallest)
+        fits = figure <= budget.max_seconds
+    if not fits:
+        raise ConfigError(f"budget {budget.describe()} is below the smallest subnet of space "
+                          f"{space.name!r} ({figure}); raise the budget")
 
 
 def run_search(space: SearchSpace, evaluate: Callable[[SubnetConfig], float], budget: Budget,
@@ -285,6 +312,7 @@ def search_report(result: SearchResult, space: SearchSpace, cfg: SubnetSearchCon
         "params_fraction_of_max": result.params / max_params, "max_subnet_params": max_params,
         "macs_per_second": result.macs / MACS_SECONDS,
         "latency_ms": 1000.0 * latency_s, "latency_seconds_of_audio": cfg.budget.seconds,
+        "latency_clock": cfg.budget.clock,
         "threads": torch.get_num_threads()})
     return report
 
@@ -295,8 +323,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(run_cfg.threads)
     ckpt = load_supernet(run_cfg.checkpoint)
     space, supernet = ckpt.space, ckpt.supernet
-    scorer = build_scorer(ckpt, run_cfg.checkpoint, run_cfg.teacher, run_cfg.data)
     budget = make_budget(space, supernet, run_cfg.budget)
+    check_feasible(space, budget)
+    scorer = build_scorer(ckpt, run_cfg.checkpoint, run_cfg.teacher, run_cfg.data)
     log.info("budget %s on space %r", budget.describe(), space.name)
     with tqdm(total=run_cfg.search.expected_evaluations(), desc="subnets scored",
               disable=not run_cfg.progress_bar) as bar:

@@ -80,11 +80,14 @@ Budget = ParamsBudget | LatencyBudget
 
 def measure_latency(model: Callable[[torch.Tensor, torch.Tensor], Any], seconds_of_audio: float,
                     repeats: int, warmup: int = 1,
-                    device: torch.device | str | None = None) -> float:
+                    device: torch.device | str | None = None,
+                    clock: Callable[[], float] = time.perf_counter) -> float:
     """Median seconds of ``model(wavs, lengths)`` on one ``seconds_of_audio`` utterance.
 
     Runs ``warmup`` untimed passes, then ``repeats`` timed ones, under ``torch.inference_mode``
-    on ``device`` (default: where the model's parameters are, else the CPU).
+    on ``device`` (default: where the model's parameters are, else the CPU). ``clock`` is wall
+    time by default; ``time.thread_time`` (CPU time of this thread) is steadier on a shared
+    machine and equals the wall time of an unloaded one when torch runs on one thread.
     """
     if repeats < 1:
         raise ConfigError(f"measure_latency repeats must be >= 1; got {repeats}")
@@ -97,22 +100,23 @@ def measure_latency(model: Callable[[torch.Tensor, torch.Tensor], Any], seconds_
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
-            start = time.perf_counter()
+            start = clock()
             model(wavs, lengths)
             if torch.device(device).type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
     return statistics.median(times)
 
 
 def latency_meter(model_at: Callable[[SubnetConfig], Callable[[torch.Tensor, torch.Tensor], Any]],
-                  seconds_of_audio: float = 10.0, repeats: int = 5,
-                  warmup: int = 1) -> Callable[[SubnetConfig], float]:
+                  seconds_of_audio: float = 10.0, repeats: int = 5, warmup: int = 1,
+                  clock: Callable[[], float] = time.perf_counter
+                  ) -> Callable[[SubnetConfig], float]:
     """A ``measure`` for :class:`LatencyBudget`: times ``model_at(subnet)`` (e.g.
     ``lambda s: extract_subnet(supernet, s).eval()``) with :func:`measure_latency`."""
     def measure(subnet: SubnetConfig) -> float:
-        return measure_latency(model_at(subnet), seconds_of_audio, repeats, warmup)
+        return measure_latency(model_at(subnet), seconds_of_audio, repeats, warmup, clock=clock)
     return measure
 
 
