@@ -8,8 +8,10 @@ slicing_overhead   forward+backward of the Base supernet at its default subnet (
 subnet_speed       training-step time (forward+backward) at the min and max subnets of the Base
                    space and at the Small space's default subnet (3.5x fewer parameters than
                    Base max; Base's smallest subnet has only 2.3x fewer), with the shared conv
-                   front end trained and frozen, and the front end's share of each step
-                   (target: the 3.5x smaller subnet >= 2.5x faster).
+                   front end trained and frozen (no parameter needs a gradient, so autograd
+                   records nothing there, as under no_grad), and the front end's share of each
+                   step: its forward+backward over the trained step, its forward under no_grad
+                   over the frozen step (target: the 3.5x smaller subnet >= 2.5x faster).
 inference_rtf      real-time factor (compute seconds / audio seconds) of extracted subnets and of
                    a dense HuBERT Base (torchaudio ``hubert_base()``, random weights) on 10 s of
                    audio, batch 1, ``torch.inference_mode``.
@@ -100,6 +102,15 @@ def bench_slicing_overhead(supernet: LightHubertSupernet, subnet: SubnetConfig,
             "supernet_over_dense": times["supernet"] / times["dense"], "target_ratio_max": 1.10}
 
 
+def front_end_no_grad(supernet: LightHubertSupernet, wavs: torch.Tensor,
+                      lengths: torch.Tensor) -> Callable[[], None]:
+    """The shared conv front end's forward alone under ``torch.no_grad`` (its frozen cost)."""
+    def run() -> None:
+        with torch.no_grad():
+            supernet.feature_extractor(wavs, lengths)
+    return run
+
+
 def front_end_forward(supernet: LightHubertSupernet, wavs: torch.Tensor,
                       lengths: torch.Tensor) -> Forward:
     """A loss of the shared conv front end alone."""
@@ -122,27 +133,31 @@ class StepTimes:
     frozen_s: float
     """Forward + backward seconds, front end frozen (no gradient through it)."""
 
-    def to_dict(self, front_end_s: float) -> dict[str, object]:
-        """JSON form, with the front end's share of the step."""
+    def to_dict(self, front_end_s: float, front_end_frozen_s: float) -> dict[str, object]:
+        """JSON form, with the front end's share of the step, trained and frozen."""
         return {"subnet": short(self.subnet), "params_m": self.params_m,
                 "step_s": self.step_s, "step_frozen_front_end_s": self.frozen_s,
-                "front_end_fraction": front_end_s / self.step_s}
+                "front_end_fraction": front_end_s / self.step_s,
+                "front_end_fraction_frozen": front_end_frozen_s / self.frozen_s}
 
 
 def subnet_steps(supernet: LightHubertSupernet, space: SearchSpace,
                  subnets: dict[str, SubnetConfig], wavs: torch.Tensor, lengths: torch.Tensor,
-                 repeats: int) -> tuple[dict[str, StepTimes], float]:
-    """Step times of ``subnets`` with the front end trained and frozen, and the front end's."""
+                 repeats: int) -> tuple[dict[str, StepTimes], float, float]:
+    """Step times of ``subnets`` with the front end trained and frozen, and the front end's
+    (forward+backward, and forward under no_grad)."""
     steps: dict[str, Callable[[], object]] = {
         name: train_step(supernet, supernet_forward(supernet, subnet, wavs, lengths))
         for name, subnet in subnets.items()}
     trained = median_seconds({**steps, "front_end": train_step(
         supernet, front_end_forward(supernet, wavs, lengths))}, repeats)
     supernet.feature_extractor.requires_grad_(False)
-    frozen = median_seconds(steps, repeats)
+    frozen = median_seconds({**steps, "front_end": front_end_no_grad(supernet, wavs, lengths)},
+                            repeats)
     supernet.feature_extractor.requires_grad_(True)
-    return {name: StepTimes(subnet, count_params(space, subnet) / 1e6, trained[name],
-                            frozen[name]) for name, subnet in subnets.items()}, trained["front_end"]
+    times = {name: StepTimes(subnet, count_params(space, subnet) / 1e6, trained[name],
+                             frozen[name]) for name, subnet in subnets.items()}
+    return times, trained["front_end"], frozen["front_end"]
 
 
 def bench_subnet_speed(wavs: torch.Tensor, lengths: torch.Tensor,
@@ -150,19 +165,21 @@ def bench_subnet_speed(wavs: torch.Tensor, lengths: torch.Tensor,
     """Base min / max and Small default training steps, and the front end's share."""
     space = base()
     supernet = build_supernet(space.arch).train()
-    times, front = subnet_steps(supernet, space, {"base_max": space.max_subnet(),
-                                                  "base_min": space.min_subnet()},
-                                wavs, lengths, repeats)
+    times, front, front_frozen = subnet_steps(supernet, space,
+                                              {"base_max": space.max_subnet(),
+                                               "base_min": space.min_subnet()},
+                                              wavs, lengths, repeats)
     del supernet
     small_space = small()
     small_net = build_supernet(small_space.arch).train()
-    small_times, _ = subnet_steps(small_net, small_space,
+    small_times, _, _ = subnet_steps(small_net, small_space,
                                   {"small_default": small_space.default_subnet()}, wavs,
                                   lengths, repeats)
     times.update(small_times)
     largest = times["base_max"]
     report: dict[str, object] = {"front_end_step_s": front,
-                                 **{k: v.to_dict(front) for k, v in times.items()}}
+                                 "front_end_no_grad_forward_s": front_frozen,
+                                 **{k: v.to_dict(front, front_frozen) for k, v in times.items()}}
     for name in ("base_min", "small_default"):
         entry = times[name]
         report[f"{name}_vs_base_max"] = {
