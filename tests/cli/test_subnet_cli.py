@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,15 @@ def run_subnet(*overrides: str) -> subprocess.CompletedProcess[str]:
 def _ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch.set_num_threads(1) for the test (the CLI's ``threads=1``), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +112,8 @@ def _run_in_process(*overrides: str) -> dict[str, object]:
 @pytest.mark.slow
 @pytest.mark.corpus
 def test_latency_budget_holds_when_the_chosen_subnet_is_measured_again(
-        checkpoint: Path, mini_slice: dict[str, str], tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+        checkpoint: Path, mini_slice: dict[str, str], tmp_path: Path,
+        one_thread: None) -> None:
     supernet, space = load_supernet(checkpoint).supernet, tiny()
     measure = subnet_latency(supernet, BudgetConfig(seconds=LATENCY_SECONDS, repeats=REPEATS))
     fastest, slowest = measure(space.min_subnet()), measure(space.max_subnet())
