@@ -58,7 +58,9 @@ class ExportConfig:
     """Distillation checkpoint (``runs/distill/<name>/checkpoints/last.ckpt``)."""
     subnet: str = MISSING
     """subnet.json / search.json of ``speechbert-subnet``, or ``default`` / ``max`` / ``min``."""
-    out: str = MISSING
+    name: str = "subnet"
+    """Export name; the default output folder is ``runs/export/<name>``."""
+    out: str = "runs/export/${name}"
     """Output folder: encoder.pt, subnet.json, hf/ (with ``hf=true``)."""
     hf: bool = False
     """Also write a transformers ``HubertModel`` folder (uniform subnets only)."""
@@ -103,6 +105,10 @@ def check_hf_exportable(space: SearchSpace, subnet: SubnetConfig, source: str) -
 
 def run(cfg: DictConfig) -> dict[str, object]:
     """Extract, check HF compatibility first when asked, then write the outputs."""
+    for key, example in (("checkpoint", "runs/distill/<name>/checkpoints/last.ckpt"),
+                         ("subnet", "runs/subnet/<search>/subnet.json")):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key} must be given: {key}={example}")
     run_cfg = OmegaConf.to_object(cfg)
     assert isinstance(run_cfg, ExportConfig)
     ckpt = load_supernet(run_cfg.checkpoint)

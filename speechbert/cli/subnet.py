@@ -210,6 +210,9 @@ def register_configs() -> None:
 
 def to_search_config(cfg: DictConfig) -> SubnetSearchConfig:
     """The composed Hydra config as the dataclass, checked."""
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError("checkpoint must be given: checkpoint=runs/distill/<name>/checkpoints/"
+                          "last.ckpt (a speechbert-distill checkpoint)")
     run = OmegaConf.to_object(cfg)
     assert isinstance(run, SubnetSearchConfig)
     run.budget.validate()
@@ -330,6 +333,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with tqdm(total=run_cfg.search.expected_evaluations(), desc="subnets scored",
               disable=not run_cfg.progress_bar) as bar:
         result = run_search(space, with_progress(scorer, bar), budget, run_cfg.search)
+        bar.total = bar.n  # the search may stop early when no new in-budget subnet is found
+        bar.refresh()
     latency = (result.latency if result.latency is not None
                else subnet_latency(supernet, run_cfg.budget)(result.subnet))
     out = Path(run_cfg.out)
