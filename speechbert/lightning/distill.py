@@ -273,14 +273,16 @@ def build_distill_module(cfg: DistillConfig, space: SearchSpace, loss: DistillLo
 
 def rewire_student(module: DistillModule, batches: Iterable[AudioBatch]) -> Importance:
     """Reorder the student's heads and FFN units by importance (DynaBERT) measured with the
-    distillation loss of the max subnet on ``batches``; call before training starts."""
+    distillation loss of the max subnet on ``batches``; call before training starts. The global
+    RNG (masks) is left as it was, so training draws the same masks with or without it."""
     max_subnet = module.space.max_subnet()
 
     def loss_fn(supernet: LightHubertSupernet, batch: AudioBatch) -> torch.Tensor:
         targets = module.criterion.teacher_targets(module.teacher, batch.wavs, batch.lengths)
         return module.criterion(supernet, batch, max_subnet, targets).loss
 
-    importance = accumulate_importance(module.student, batches, loss_fn)
+    with torch.random.fork_rng(devices=[]):  # training masks as without rewiring
+        importance = accumulate_importance(module.student, batches, loss_fn)
     module.criterion.zero_grad(set_to_none=True)
     reorder_by_importance(module.student, importance)
     return importance
