@@ -48,7 +48,7 @@ def test_stage1_then_stage2_on_the_bundled_corpus(mini_slice: dict[str, str],
     stage2 = tmp_path / "stage2"
     log = _distill(2, mini_slice, stage2, f"distill.teacher={teacher}",
                    f"distill.init_from={stage1}/checkpoints/last.ckpt",
-                   "distill.rewire_batches=1")
+                   "distill.rewire_batches=1", "distill.sandwich=true")
     assert "rewired heads and FFN units on 1 batches" in log
     metrics = json.loads((stage2 / "metrics.json").read_text())
     assert {"val/loss_max", "val/loss_default", "val/loss_min", "train/loss_sampled"} <= set(
