@@ -86,3 +86,27 @@ bench: setup  ## benchmarks, printed as JSON (ratios against the libraries we bu
 
 clean-corpus:  ## remove the generated corpus (make setup regenerates it)
 	rm -rf $(CORPUS)
+
+# WavThruVec TTS on the bundled corpus (tiny presets, on the iteration-2 tiny HuBERT): text2vec,
+# vec2wav on its embeddings, and the same vec2wav recipe on the 50 Hz mel Griffin-Lim inverts
+# (the fair vocoder-vs-Griffin-Lim comparison); then evals.tts writes runs/demo/tts/metrics.json
+# (MCD, WER/CER and speaker similarity by the SUPERB cells when they exist, training times) and
+# runs/demo/tts/spectrogram.png. One torch thread per process: faster on a shared 2-core CPU.
+TTS_TRAIN := OMP_NUM_THREADS=1 $(VENV)/bin/speechbert-tts-train tts_experiment=mini
+TTS_UPSTREAM := $(RUNS)/pretrain/hubert_mini_iter2/metrics.json
+
+.PHONY: demo-tts
+demo-tts: $(RUNS)/demo/tts/metrics.json  ## TTS: train both stages, report MCD/WER vs baselines
+
+$(RUNS)/text2vec/mini/metrics.json: $(TTS_UPSTREAM)
+	$(TTS_TRAIN) stage=text2vec
+
+$(RUNS)/vec2wav/mini/metrics.json: $(TTS_UPSTREAM)
+	$(TTS_TRAIN) stage=vec2wav
+
+$(RUNS)/vec2wav/mini_mel/metrics.json: | $(CORPUS)/manifests/.complete
+	$(TTS_TRAIN) stage=vec2wav name=mini_mel data.conditioning=mel data.layer=0
+
+$(RUNS)/demo/tts/metrics.json: $(RUNS)/text2vec/mini/metrics.json \
+		$(RUNS)/vec2wav/mini/metrics.json $(RUNS)/vec2wav/mini_mel/metrics.json
+	OMP_NUM_THREADS=1 $(PY) -m evals.tts --name mini --mel-vocoder mini_mel --out $(RUNS)/demo/tts

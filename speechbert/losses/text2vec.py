@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from speechbert.errors import ConfigError
 from speechbert.losses.criterion import LossOutput
 from speechbert.models.heads.pooling import frame_mask
-from speechbert.models.tts.text2vec import Text2VecOutput
+from speechbert.models.tts.text2vec import AlignedOutput, Text2VecOutput
 
 FrameDistance = Literal["l1", "mse"]
 """How predicted and target embeddings are compared."""
@@ -59,3 +59,18 @@ def text2vec_loss(output: Text2VecOutput, targets: torch.Tensor, target_lengths:
     loss = frame_loss + duration_weight * duration_loss
     metrics = {"frame_loss": frame_loss.detach(), "duration_loss": duration_loss.detach()}
     return LossOutput(loss=loss, metrics=metrics, num_targets=int(target_lengths.sum()))
+
+
+def aligned_text2vec_loss(aligned: AlignedOutput, targets: torch.Tensor,
+                          target_lengths: torch.Tensor, token_lengths: torch.Tensor, *,
+                          frame_distance: FrameDistance = "l1", duration_weight: float = 1.0,
+                          prior_weight: float = 1.0) -> LossOutput:
+    """:func:`text2vec_loss` of a MAS-aligned pass plus ``prior_weight`` times the MSE of the
+    aligned token means to the targets (Glow-TTS's likelihood term, which sharpens the
+    alignment); ``prior_loss`` is logged."""
+    base = text2vec_loss(aligned.output, targets, target_lengths, token_lengths,
+                         frame_distance=frame_distance, duration_weight=duration_weight)
+    prior = masked_frame_loss(aligned.aligned_means, targets, target_lengths, "mse")
+    metrics = {**base.metrics, "prior_loss": prior.detach()}
+    return LossOutput(loss=base.loss + prior_weight * prior, metrics=metrics,
+                      num_targets=base.num_targets)

@@ -9,6 +9,7 @@ import torch
 
 from speechbert.losses.gan import (
     MelSpectrogramLoss,
+    MultiResolutionStftLoss,
     VocoderLossWeights,
     discriminator_adversarial_loss,
     discriminator_loss,
@@ -70,3 +71,16 @@ def test_generator_and_discriminator_losses_run_backward() -> None:
     total = (metrics["gen_adv_loss"] + 2 * metrics["feature_matching_loss"]
              + 45 * metrics["mel_loss"])
     assert float(g_step.loss.detach()) == pytest.approx(float(total), rel=1e-5)
+
+
+def test_multi_resolution_stft_loss_is_zero_on_itself_and_grows_with_noise() -> None:
+    torch.manual_seed(0)
+    loss = MultiResolutionStftLoss()
+    real = torch.sin(torch.arange(4000) * 0.05).unsqueeze(0) * 0.3  # (1, 4000)
+    assert float(loss(real, real)) == pytest.approx(0.0, abs=1e-6)
+    noise = torch.randn_like(real)
+    small, large = float(loss(real, real + 0.01 * noise)), float(loss(real, real + 0.1 * noise))
+    assert 0 < small < large
+    fake = real.clone().requires_grad_(True)
+    loss(real, fake + 0.05 * noise).backward()
+    assert fake.grad is not None and bool(torch.isfinite(fake.grad).all())

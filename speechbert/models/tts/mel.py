@@ -16,6 +16,7 @@ import torchaudio.transforms as T
 from torch import nn
 
 from speechbert.audio import SAMPLE_RATE
+from speechbert.models.upstream import UpstreamOutput
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,35 @@ class LogMelSpectrogram(nn.Module):
     def forward(self, wavs: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, 1 + S // hop_length) from ``wavs`` (B, S)."""
         return torch.log(self.mel(wavs).clamp(min=self.config.log_floor))
+
+
+class MelUpstream(nn.Module):
+    """The 50 Hz log-mel as a one-layer :class:`~speechbert.models.upstream.Upstream`.
+
+    The same 80-bin, 0-8 kHz, 1024-point magnitude mel as the Griffin-Lim baseline
+    (:data:`~speechbert.models.tts.griffin_lim.BASELINE_MEL`), natural log floored at 1e-5,
+    one frame per 320 samples (frame ``t`` centred on samples ``[320 t, 320 t + 320)``):
+    ``S // 320`` frames for ``S`` samples. vec2wav trained on it is a mel vocoder with exactly
+    the information Griffin-Lim inverts, which makes the vocoder-vs-Griffin-Lim comparison fair.
+    """
+
+    downsample_rate = 320
+    """Samples per frame."""
+    num_layers = 1
+    """Hidden states returned."""
+    hidden_size = 80
+    """Width of the state (mel bins)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mel = T.MelSpectrogram(
+            sample_rate=SAMPLE_RATE, n_fft=1024, win_length=1024, hop_length=320, n_mels=80,
+            f_min=0.0, f_max=8000.0, power=1.0, center=False, norm="slaney", mel_scale="slaney")
+
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> UpstreamOutput:
+        """``wavs`` (B, S), valid ``lengths`` (B,) -> one state (B, S // 320, 80)."""
+        pad = (1024 - 320) // 2
+        padded = torch.nn.functional.pad(wavs, (pad, pad))  # (B, S + 704)
+        frames = wavs.shape[1] // 320
+        log_mel = torch.log(self.mel(padded).clamp(min=1e-5)).transpose(1, 2)  # (B, T+, 80)
+        return UpstreamOutput(hidden_states=[log_mel[:, :frames]], lengths=lengths // 320)

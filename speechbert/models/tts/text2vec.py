@@ -20,6 +20,7 @@ from torch import nn
 
 from speechbert.errors import ConfigError, ManifestError
 from speechbert.models.heads.pooling import frame_mask
+from speechbert.models.tts.alignment import gaussian_log_likelihood, monotonic_alignment_search
 from speechbert.models.tts.fft import FFTBlock, FFTStack
 from speechbert.models.tts.speaker import SpeakerConditioning
 from speechbert.models.tts.text import TtsVocab
@@ -172,7 +173,7 @@ class Text2Vec(nn.Module):
 
     def __init__(self, embedding: nn.Embedding, encoder: FFTStack, speaker: SpeakerConditioning,
                  duration_predictor: DurationPredictor, decoder: FFTStack,
-                 output: nn.Linear) -> None:
+                 output: nn.Linear, aligner: nn.Linear | None = None) -> None:
         super().__init__()
         self.embedding = embedding
         self.encoder = encoder
@@ -180,6 +181,9 @@ class Text2Vec(nn.Module):
         self.duration_predictor = duration_predictor
         self.decoder = decoder
         self.output = output
+        self.aligner = aligner
+        """Encoder states -> per-token means of the target embeddings (Glow-TTS's prior),
+        scored by monotonic alignment search for training durations; None without MAS."""
 
     def encode(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
                speaker_ids: torch.Tensor | None = None,
@@ -224,6 +228,50 @@ class Text2Vec(nn.Module):
         features, lengths = self.decode(hidden, durations, max_frames)
         return Text2VecOutput(features, lengths, log_durations, durations)
 
+    def forward_aligned(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
+                        targets: torch.Tensor, target_lengths: torch.Tensor, *,
+                        speaker_ids: torch.Tensor | None = None,
+                        speaker_vectors: torch.Tensor | None = None) -> AlignedOutput:
+        """Training pass with durations from monotonic alignment search (Glow-TTS).
+
+        The aligner's per-token means (B, N, out) score the ``targets`` (B, T, out) frames
+        under unit Gaussians; MAS (no gradient) picks each row's best monotonic durations,
+        summing to ``target_lengths`` (B,); the decoder then runs teacher-forced on them.
+        """
+        if self.aligner is None:
+            raise ConfigError("this text2vec was built without an aligner; build it with "
+                              "build_text2vec (aligner=True) to train with MAS durations")
+        hidden, mask = self.encode(tokens, token_lengths, speaker_ids, speaker_vectors)
+        means = self.aligner(hidden)  # (B, N, out)
+        durations = batch_mas_durations(means.detach(), token_lengths, targets, target_lengths)
+        log_durations = self.duration_predictor(hidden, mask)  # (B, N)
+        features, lengths = self.decode(hidden, durations, targets.shape[1])
+        expanded_means, _ = length_regulator(means, durations, targets.shape[1])  # (B, T, out)
+        return AlignedOutput(Text2VecOutput(features, lengths, log_durations, durations),
+                             expanded_means)
+
+
+@dataclass
+class AlignedOutput:
+    """A MAS-aligned training pass: the teacher-forced output and the aligned token means."""
+
+    output: Text2VecOutput
+    """Predictions with the MAS durations."""
+    aligned_means: torch.Tensor
+    """Aligner means repeated by the durations (B, T, out): the prior the loss pulls to the
+    targets so that the alignment improves."""
+
+
+def batch_mas_durations(means: torch.Tensor, token_lengths: torch.Tensor,
+                        targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """MAS durations (B, N) int64 of each row's valid tokens over its valid frames."""
+    durations = torch.zeros(means.shape[:2], dtype=torch.long)
+    for row, (n, t) in enumerate(zip(token_lengths.tolist(), target_lengths.tolist(),
+                                     strict=True)):
+        score = gaussian_log_likelihood(means[row, :n], targets[row, :t])  # (n, t)
+        durations[row, :n] = monotonic_alignment_search(score)
+    return durations.to(means.device)
+
 
 def build_embedding(config: Text2VecConfig) -> nn.Embedding:
     """Token embedding with padding id 0."""
@@ -249,9 +297,11 @@ def build_speaker(config: Text2VecConfig) -> SpeakerConditioning:
 
 
 def build_text2vec(config: Text2VecConfig) -> Text2Vec:
-    """A text2vec model from its config (validated); on the CPU in float32 until moved."""
+    """A text2vec model from its config (validated), with its MAS aligner; on the CPU in
+    float32 until moved."""
     config.validate()
     return Text2Vec(build_embedding(config), build_fft_stack(config, config.encoder_layers),
                     build_speaker(config), build_duration_predictor(config),
                     build_fft_stack(config, config.decoder_layers),
+                    nn.Linear(config.model_dim, config.output_dim),
                     nn.Linear(config.model_dim, config.output_dim))

@@ -13,6 +13,7 @@ from speechbert.models.tts.text import TtsVocab, normalize_text
 from speechbert.models.tts.text2vec import (
     Text2VecConfig,
     base,
+    batch_mas_durations,
     build_text2vec,
     durations_from_log,
     length_regulator,
@@ -138,3 +139,26 @@ def test_tiny_model_overfits_one_utterance() -> None:
         losses.append(float(step.loss.detach()))
     assert losses[-1] < 0.25 * losses[0], losses  # 3.04 -> 0.50 when written
     assert float(step.metrics["duration_loss"]) < 0.1
+
+
+def test_forward_aligned_durations_sum_to_each_rows_frames() -> None:
+    torch.manual_seed(0)
+    model = build_text2vec(replace(tiny(), output_dim=8)).eval()
+    tokens = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    token_lengths, frame_lengths = torch.tensor([4, 2]), torch.tensor([11, 5])
+    targets = torch.randn(2, 11, 8)
+    aligned = model.forward_aligned(tokens, token_lengths, targets, frame_lengths)
+    durations = aligned.output.durations
+    assert durations.sum(1).tolist() == [11, 5]
+    assert bool((durations[0] >= 1).all()) and durations[1, :2].min() >= 1
+    assert durations[1, 2:].tolist() == [0, 0]
+    assert aligned.output.features.shape == aligned.aligned_means.shape == (2, 11, 8)
+    assert torch.equal(aligned.output.lengths, frame_lengths)
+
+
+def test_mas_durations_follow_targets_built_from_the_means() -> None:
+    means = torch.tensor([[[5.0, 0.0], [0.0, 5.0], [-5.0, 0.0]]])  # (1, 3, 2)
+    want = torch.tensor([2, 4, 3])
+    frames = means[0].repeat_interleave(want, dim=0).unsqueeze(0)  # (1, 9, 2)
+    got = batch_mas_durations(means, torch.tensor([3]), frames, torch.tensor([9]))
+    assert got[0].tolist() == want.tolist()
