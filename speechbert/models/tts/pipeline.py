@@ -163,10 +163,11 @@ class TtsPipeline:
     def __init__(self, text2vec_ckpt: str | Path, vocoder_ckpt: str | Path) -> None:
         t2v, voc = read_stage_checkpoint(text2vec_ckpt), read_stage_checkpoint(vocoder_ckpt)
         for key in ("upstream_checkpoint", "conditioning", "layer", "speaker_layer"):
-            if t2v.hparams[key] != voc.hparams[key]:
+            ours, theirs = t2v.hparams.get(key, "upstream"), voc.hparams.get(key, "upstream")
+            if ours != theirs:
                 raise CheckpointError(f"{text2vec_ckpt} and {vocoder_ckpt} disagree on {key} "
-                                      f"({t2v.hparams[key]} vs {voc.hparams[key]}); train both "
-                                      f"stages on the same upstream layer")
+                                      f"({ours} vs {theirs}); train both stages on the same "
+                                      f"upstream layer")
         self.text2vec = TextToEmbeddings(t2v)
         self.vocoder = Vocoder(voc)
         self.t2v_stats = t2v.stats
