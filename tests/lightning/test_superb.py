@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechbert.audio import save_audio
-from speechbert.data.datasets import KEYWORDS, SUPERB_KS_CLASSES
+from speechbert.data.datasets import SUPERB_KS_CLASSES
 from speechbert.data.feature_cache import CachedFeatures, CacheKey, FeatureCache
-from speechbert.data.manifest import Utterance, write_manifest, write_trials
+from speechbert.data.manifest import Utterance, write_trials
 from speechbert.data.text import CharVocab
 from speechbert.lightning import superb_run
 from speechbert.lightning.superb import (
@@ -31,11 +30,12 @@ from speechbert.lightning.superb_run import (
     run_cell,
     train_and_test,
 )
-from speechbert.lightning.trainer import TrainerConfig
+from speechbert.lightning.trainer import TrainerConfig, seed_everything
 from speechbert.models.fbank import FbankUpstream
 from speechbert.models.heads import asr, ks, sv
 from speechbert.models.load import LoadedUpstream, UpstreamSpec
 from speechbert.models.upstream import UpstreamOutput
+from tests.lightning.superb_corpus import write_keyword_manifests
 
 DIM = 8
 """Width of the synthetic features."""
@@ -82,6 +82,7 @@ def _two_layers(signal: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor
 
 def _fit(task: TaskConfig, splits: Splits, run_dir: Path,
          ckpt_path: str | None = None) -> dict:
+    seed_everything(0)
     module, data = build_task(task, splits, frames_per_second=50.0, seed=0)
     return train_and_test(module, data, cell_trainer_config(TRAINER, task), run_dir,
                           task.optim.max_steps, ckpt_path)
@@ -177,23 +178,6 @@ def test_sv_separates_speakers(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ whole cells on audio
 
 
-def _ks_manifests(root: Path) -> dict[str, str]:
-    """Half-second noise clips of the ten keywords, train / valid / test manifests."""
-    gen = torch.Generator().manual_seed(5)
-    out = {}
-    for split, n in (("train", 2), ("valid", 1), ("test", 1)):
-        utts = []
-        for word in KEYWORDS:
-            for i in range(n):
-                path = root / "audio" / f"{split}-{word}-{i}.wav"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_audio(path, 0.1 * torch.randn(8_000, generator=gen))
-                utts.append(Utterance(id=path.stem, path=path, num_samples=8_000,
-                                      speaker=f"s{i}", label=word))
-        out[split] = str(write_manifest(root / f"{split}.tsv", utts))
-    return out
-
-
 def _cell_task(manifests: dict[str, str], max_steps: int) -> KsTaskConfig:
     return KsTaskConfig(train_manifest=manifests["train"], valid_manifest=manifests["valid"],
                         test_manifest=manifests["test"], head=ks.KsHeadConfig(project_dim=8),
@@ -202,7 +186,7 @@ def _cell_task(manifests: dict[str, str], max_steps: int) -> KsTaskConfig:
 
 def test_cell_writes_result_and_is_skipped_when_finished(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    manifests = _ks_manifests(tmp_path)
+    manifests = write_keyword_manifests(tmp_path)
     run_dir = tmp_path / "runs" / "fbank" / "ks"
     record = run_cell(UpstreamSpec(), _cell_task(manifests, 3), TRAINER, run_dir=run_dir,
                       cache_dir=tmp_path / "cache", config_text="task: ks\n")
@@ -225,7 +209,7 @@ def test_cell_writes_result_and_is_skipped_when_finished(tmp_path: Path,
 
 
 def test_unfinished_cell_resumes_and_reuses_the_cache(tmp_path: Path) -> None:
-    manifests = _ks_manifests(tmp_path)
+    manifests = write_keyword_manifests(tmp_path)
     run_dir = tmp_path / "runs" / "fbank" / "ks"
     run_cell(UpstreamSpec(), _cell_task(manifests, 2), TRAINER, run_dir=run_dir,
              cache_dir=tmp_path / "cache")
@@ -251,7 +235,7 @@ class CountingUpstream(torch.nn.Module):
 
 
 def test_second_run_reads_the_cache_without_the_upstream(tmp_path: Path) -> None:
-    manifests = _ks_manifests(tmp_path)
+    manifests = write_keyword_manifests(tmp_path)
     counting = CountingUpstream()
     loaded = LoadedUpstream(module=counting, identity="name counting", subnet=None, params=0,
                             macs_per_second=0)
