@@ -4,8 +4,8 @@ Every module holds the learnable weighted layer sum (:class:`Featurizer`) and a 
 trains them on :class:`~speechbert.lightning.superb_data.SuperbBatch` es of cached hidden
 states (the upstream never runs here):
 
-* :class:`AsrModule`: BiLSTM + CTC, greedy decoding; ``val/wer`` (dev) picks the checkpoint,
-  ``test/wer`` and ``test/cer`` are reported.
+* :class:`AsrModule`: BiLSTM + CTC, greedy decoding; the dev WER picks the checkpoint (ties
+  broken by the dev CER: ``val/wer_then_cer``), ``test/wer`` and ``test/cer`` are reported.
 * :class:`KsModule`: mean-pooled classifier, cross-entropy, class-balanced sampling (set by the
   data module); ``val/acc`` picks the checkpoint, ``test/acc`` is reported.
 * :class:`SvModule`: x-vector trained with AM-softmax over the training speakers; the test
@@ -198,7 +198,10 @@ class AsrModule(SuperbModule):
     """CTC training; greedy decoding for dev and test WER/CER."""
 
     metric = "wer"
-    monitor = ("val/wer", "min")
+    monitor = ("val/wer_then_cer", "min")
+    CER_TIE_BREAK = 1e-3
+    """Weight of the CER in the selection key: WER decides, CER breaks ties (a short run's WER
+    sits at 1.0 while its CER already falls, and a tie would keep the first checkpoint)."""
 
     def __init__(self, featurizer: Featurizer, head: AsrHead, optim: OptimConfig,
                  vocab: CharVocab, hparams: dict[str, Any]) -> None:
@@ -238,8 +241,11 @@ class AsrModule(SuperbModule):
 
     def _log_error_rates(self, split: str) -> None:
         if self._refs:
-            self.log(f"{split}/wer", wer(self._refs, self._hyps), prog_bar=True)
-            self.log(f"{split}/cer", cer(self._refs, self._hyps))
+            word, char = wer(self._refs, self._hyps), cer(self._refs, self._hyps)
+            self.log(f"{split}/wer", word, prog_bar=True)
+            self.log(f"{split}/cer", char)
+            if split == "val":
+                self.log("val/wer_then_cer", word + self.CER_TIE_BREAK * char)
         self._refs, self._hyps = [], []
 
 
