@@ -39,11 +39,25 @@ $(CORPUS)/manifests/.complete: | $(VENV)/.stamp-install
 	$(PY) -m data_prep.voxceleb --root $(CORPUS)/VoxCeleb1 --out $(CORPUS)/manifests/voxceleb1
 	@touch $@
 
-demo: setup  ## the whole flow on the bundled corpus (grows with each stage; reruns skip done stages)
+demo: setup  ## the whole flow on the bundled corpus into runs/demo (a rerun skips finished stages)
 	$(PY) -m data_prep.summary $(CORPUS)
-	$(PY) -m evals.bench --only data
-	$(MAKE) --no-print-directory pretrain-demo
+	$(MAKE) --no-print-directory -j$(DEMO_JOBS) demo-stages
 	$(PY) -m evals.pretrain_report $(addprefix $(RUNS)/pretrain/,$(PRETRAIN_RUNS))
+	@cat $(DEMO)/superb/report.md
+	@echo; echo "Wall time per stage ($(DEMO)/stage_times.tsv):"
+	@$(PY) -m evals.stage_times table $(DEMO)/stage_times.tsv
+	@echo; echo "Report, plots and figures: $(DEMO)/superb/report.md, $(DEMO)/superb/*.png, $(DEMO)/tts/"
+
+# The demo's stages run two at a time (DEMO_JOBS), one torch thread each: on a 2-core CPU that is
+# faster than one stage on two threads, as the tiny models use threads poorly. Each stage is
+# timed into runs/demo/stage_times.tsv; progress bars are off so the two logs stay readable.
+DEMO := runs/demo
+DEMO_JOBS ?= 2
+STAGE = OMP_NUM_THREADS=1 $(PY) -m evals.stage_times run --log $(DEMO)/stage_times.tsv --stage
+QUIET := trainer.progress_bar=false
+
+.PHONY: demo-stages
+demo-stages: $(DEMO)/superb/report.md $(DEMO)/tts/metrics.json
 
 # Pretraining on the bundled corpus: MFCC k-means -> HuBERT iteration 1 -> k-means on its
 # layer 1 -> HuBERT iteration 2, and w2v-BERT. Each target is the file a finished stage writes.
@@ -55,22 +69,61 @@ PRETRAIN_RUNS := hubert_mini_iter1 hubert_mini_iter2 w2vbert_mini
 pretrain-demo: $(foreach r,$(PRETRAIN_RUNS),$(RUNS)/pretrain/$(r)/metrics.json)
 
 $(RUNS)/kmeans/mini_mfcc100/dev-clean.km: | $(CORPUS)/manifests/.complete
-	$(PY) -m data_prep.kmeans --features mfcc --n-clusters 100 --manifests $(KM_MANIFESTS) \
+	$(STAGE) mfcc-kmeans -- $(PY) -m data_prep.kmeans --features mfcc --n-clusters 100 --manifests $(KM_MANIFESTS) \
 		--out $(RUNS)/kmeans/mini_mfcc100
 
 $(RUNS)/pretrain/hubert_mini_iter1/metrics.json: $(RUNS)/kmeans/mini_mfcc100/dev-clean.km
-	$(VENV)/bin/speechbert-pretrain experiment=hubert_mini_iter1
+	$(STAGE) hubert-iter1 -- $(VENV)/bin/speechbert-pretrain experiment=hubert_mini_iter1 $(QUIET)
 
 $(RUNS)/kmeans/mini_hubert_iter1_l1_km100/dev-clean.km: $(RUNS)/pretrain/hubert_mini_iter1/metrics.json
-	$(PY) -m data_prep.kmeans --features layer --layer 1 \
+	$(STAGE) layer-kmeans -- $(PY) -m data_prep.kmeans --features layer --layer 1 \
 		--checkpoint $(RUNS)/pretrain/hubert_mini_iter1/checkpoints/last.ckpt \
 		--n-clusters 100 --manifests $(KM_MANIFESTS) --out $(RUNS)/kmeans/mini_hubert_iter1_l1_km100
 
 $(RUNS)/pretrain/hubert_mini_iter2/metrics.json: $(RUNS)/kmeans/mini_hubert_iter1_l1_km100/dev-clean.km
-	$(VENV)/bin/speechbert-pretrain experiment=hubert_mini_iter2
+	$(STAGE) hubert-iter2 -- $(VENV)/bin/speechbert-pretrain experiment=hubert_mini_iter2 $(QUIET)
 
 $(RUNS)/pretrain/w2vbert_mini/metrics.json: | $(CORPUS)/manifests/.complete
-	$(VENV)/bin/speechbert-pretrain experiment=w2vbert_mini
+	$(STAGE) w2vbert -- $(VENV)/bin/speechbert-pretrain experiment=w2vbert_mini $(QUIET)
+
+# LightHuBERT on the bundled corpus: stage 1 (full-size student from the iteration-2 teacher),
+# stage 2 (once-for-all), subnet search for about 75%, 50% and 30% of the max subnet's parameters,
+# each exported as a standalone encoder; then SUPERB (ASR, KS, SV) for FBANK, the teacher,
+# w2v-BERT, the supernet at its max subnet and the three subnets, and the report with plots.
+DISTILL := $(RUNS)/distill
+SUPERNET := $(DISTILL)/lighthubert_mini_stage2/checkpoints/last.ckpt
+BUDGETS := 75 50 30
+SUBNETS := $(foreach b,$(BUDGETS),lighthubert_mini_p$(b))
+SUPERB_UPSTREAMS := fbank hubert_mini_iter2 w2vbert_mini lighthubert_mini_max $(SUBNETS)
+
+.PHONY: distill-demo superb-demo
+.SECONDARY: $(foreach s,$(SUBNETS),$(RUNS)/subnet/$(s)/subnet.json)
+distill-demo: $(foreach s,$(SUBNETS),$(RUNS)/export/$(s)/encoder.pt)  ## stages 1-2, search, export
+superb-demo: $(DEMO)/superb/report.md  ## SUPERB cells, results.json, report.md and plots
+
+$(DISTILL)/lighthubert_mini_stage1/metrics.json: $(RUNS)/pretrain/hubert_mini_iter2/metrics.json
+	$(STAGE) distill-stage1 -- $(VENV)/bin/speechbert-distill \
+		distill_experiment=lighthubert_mini_stage1 $(QUIET)
+
+$(DISTILL)/lighthubert_mini_stage2/metrics.json: $(DISTILL)/lighthubert_mini_stage1/metrics.json
+	$(STAGE) distill-stage2 -- $(VENV)/bin/speechbert-distill \
+		distill_experiment=lighthubert_mini_stage2 $(QUIET)
+
+$(RUNS)/subnet/lighthubert_mini_p%/subnet.json: $(DISTILL)/lighthubert_mini_stage2/metrics.json
+	$(STAGE) search-p$* -- $(VENV)/bin/speechbert-subnet checkpoint=$(SUPERNET) \
+		budget.params_fraction=0.$* name=lighthubert_mini_p$* progress_bar=false
+
+$(RUNS)/export/lighthubert_mini_p%/encoder.pt: $(RUNS)/subnet/lighthubert_mini_p%/subnet.json
+	$(STAGE) export-p$* -- $(VENV)/bin/speechbert-export checkpoint=$(SUPERNET) \
+		subnet=$< name=lighthubert_mini_p$*
+
+$(DEMO)/superb/results.json: $(RUNS)/pretrain/hubert_mini_iter2/metrics.json \
+		$(RUNS)/pretrain/w2vbert_mini/metrics.json $(foreach s,$(SUBNETS),$(RUNS)/export/$(s)/encoder.pt)
+	$(STAGE) superb -- $(PY) -m evals.superb --upstreams $(SUPERB_UPSTREAMS) --tasks asr ks sv \
+		--out $(DEMO)/superb
+
+$(DEMO)/superb/report.md: $(DEMO)/superb/results.json
+	$(STAGE) report -- $(PY) -m evals.superb_report $(DEMO)/superb
 
 test: setup  ## the test suite (unit, parity and integration tests)
 	$(PY) -m pytest -q
@@ -101,11 +154,11 @@ demo-tts: $(RUNS)/demo/tts/metrics.json  ## TTS: train both stages, report MCD/W
 $(RUNS)/text2vec/mini/metrics.json: $(TTS_UPSTREAM)
 	$(TTS_TRAIN) stage=text2vec
 
-$(RUNS)/vec2wav/mini/metrics.json: $(TTS_UPSTREAM)
-	$(TTS_TRAIN) stage=vec2wav
-
-$(RUNS)/vec2wav/mini_mel/metrics.json: | $(CORPUS)/manifests/.complete
-	$(TTS_TRAIN) stage=vec2wav name=mini_mel data.conditioning=mel data.layer=0
+# The two vocoders train side by side, one core each.
+$(RUNS)/vec2wav/mini/metrics.json $(RUNS)/vec2wav/mini_mel/metrics.json &: $(TTS_UPSTREAM)
+	$(TTS_TRAIN) stage=vec2wav & emb=$$!; \
+	$(TTS_TRAIN) stage=vec2wav name=mini_mel data.conditioning=mel data.layer=0 & mel=$$!; \
+	wait $$emb && wait $$mel
 
 $(RUNS)/demo/tts/metrics.json: $(RUNS)/text2vec/mini/metrics.json \
 		$(RUNS)/vec2wav/mini/metrics.json $(RUNS)/vec2wav/mini_mel/metrics.json

@@ -54,7 +54,13 @@ from speechbert.lightning.tts import (
     VocoderOptimConfig,
 )
 from speechbert.lightning.tts_data import TtsDataConfig, TtsDataModule
-from speechbert.losses.gan import MelSpectrogramLoss, MultiResolutionStftLoss, VocoderLossWeights
+from speechbert.losses.gan import (
+    MelSpectrogramLoss,
+    MultiResolutionStftLoss,
+    MultiScaleMelLoss,
+    ReconstructionLoss,
+    VocoderLossWeights,
+)
 from speechbert.models.tts import text2vec as text2vec_presets
 from speechbert.models.tts import vec2wav as vec2wav_presets
 from speechbert.models.tts.discriminators import build_discriminator
@@ -156,7 +162,8 @@ def build_module(cfg: TtsTrainConfig, data: TtsDataModule) -> Text2VecModule | V
     facts["hparams"]["model_config"] = dataclasses.asdict(model_cfg)
     return Vec2WavModule(vec2wav_presets.build_generator(model_cfg),
                          build_discriminator(model_cfg), MelSpectrogramLoss(LogMelSpectrogram()),
-                         MultiResolutionStftLoss(), cfg.vocoder_optim, cfg.vocoder_loss, **facts)
+                         ReconstructionLoss(MultiResolutionStftLoss(), MultiScaleMelLoss()),
+                         cfg.vocoder_optim, cfg.vocoder_loss, **facts)
 
 
 def lightning_max_steps(cfg: TtsTrainConfig) -> int:

@@ -11,10 +11,11 @@ two checkpoints without Lightning.
   alignment search against the model's own token means (Glow-TTS), L1 frames + log-duration
   MSE + prior MSE.
 * :class:`Vec2WavModule`: a GAN with manual optimisation. For the first
-  ``adversarial_start`` steps only the generator trains, on mel L1 + multi-resolution STFT
-  (a regression warm-up that gets audible speech within minutes on a CPU); after that each
-  step updates the discriminators (LSGAN) and then the generator (LSGAN + feature matching +
-  mel L1 + STFT). Lightning counts one optimizer step per ``optimizer.step()`` call, so both
+  ``adversarial_start`` batches only the generator trains, on mel L1 + multi-resolution STFT +
+  multi-scale mel (a regression warm-up that gets audible speech within minutes on a CPU; its
+  learning rate falls linearly from ``warmup_lr`` to ``lr``); after that each batch updates the
+  discriminators (LSGAN) and then the generator (LSGAN + feature matching + mel L1 + the
+  regression terms). Lightning counts one optimizer step per ``optimizer.step()`` call, so both
   optimizers are stepped every batch (the discriminator's step is a no-op during warm-up,
   with no gradients) and ``trainer.global_step == 2 x batches``; ``VocoderOptimConfig`` counts
   batches and the CLI hands Lightning twice its ``max_steps``.
@@ -35,7 +36,7 @@ from speechbert.lightning.pretrain import NonFiniteLossError, OptimConfig, lr_fa
 from speechbert.lightning.tts_data import TtsBatch
 from speechbert.losses.gan import (
     MelSpectrogramLoss,
-    MultiResolutionStftLoss,
+    ReconstructionLoss,
     VocoderLossWeights,
     discriminator_loss,
     generator_loss,
@@ -84,8 +85,8 @@ class VocoderOptimConfig:
     """Batches of generator-only regression (mel L1 + STFT) before the GAN losses start."""
     max_steps: int = 500_000
     """Batches to train (Lightning's ``max_steps`` is twice this: two optimizers)."""
-    stft_weight: float = 45.0
-    """Weight of the multi-resolution STFT loss (0 = HiFi-GAN's losses only)."""
+    reconstruction_weight: float = 45.0
+    """Weight of the multi-resolution STFT + multi-scale mel loss (0 = HiFi-GAN's only)."""
     grad_clip: float = 100.0
     """Clip each network's gradient norm to this (0 disables)."""
 
@@ -98,10 +99,18 @@ class VocoderOptimConfig:
             raise ConfigError(f"vocoder_optim.adversarial_start must be >= 0 (>= max_steps: "
                               f"regression only) and max_steps >= 1, got "
                               f"{self.adversarial_start} and {self.max_steps}")
-        if min(self.stft_weight, self.grad_clip, self.weight_decay) < 0:
-            raise ConfigError(f"vocoder_optim.stft_weight, grad_clip and weight_decay must be "
-                              f">= 0, got {self.stft_weight}, {self.grad_clip}, "
-                              f"{self.weight_decay}")
+        if min(self.reconstruction_weight, self.grad_clip, self.weight_decay) < 0:
+            raise ConfigError(f"vocoder_optim.reconstruction_weight, grad_clip and weight_decay "
+                              f"must be >= 0, got {self.reconstruction_weight}, "
+                              f"{self.grad_clip}, {self.weight_decay}")
+
+    def generator_lr(self, batch: int) -> float:
+        """Generator learning rate at ``batch``: ``warmup_lr`` falling linearly to ``lr`` at the
+        end of the warm-up (or of training, without a GAN phase), then ``lr``."""
+        end = min(self.adversarial_start, self.max_steps)
+        if batch >= end:
+            return self.lr
+        return self.warmup_lr + (self.lr - self.warmup_lr) * batch / end
 
 
 class TtsStateMixin:
@@ -181,7 +190,7 @@ class Vec2WavModule(L.LightningModule, TtsStateMixin):
     """Stage 2: the HiFi-GAN vocoder on embeddings, manual optimisation of G and D."""
 
     def __init__(self, model: Vec2WavGenerator, discriminator: VocoderDiscriminator,
-                 mel_loss: MelSpectrogramLoss, stft_loss: MultiResolutionStftLoss,
+                 mel_loss: MelSpectrogramLoss, reconstruction: ReconstructionLoss,
                  optim: VocoderOptimConfig, weights: VocoderLossWeights,
                  stats: FeatureStats, speaker_stats: FeatureStats,
                  speaker_table: torch.Tensor, hparams: dict[str, Any]) -> None:
@@ -189,7 +198,7 @@ class Vec2WavModule(L.LightningModule, TtsStateMixin):
         optim.validate()
         self.automatic_optimization = False
         self.model, self.discriminator = model, discriminator
-        self.mel_loss, self.stft_loss = mel_loss, stft_loss
+        self.mel_loss, self.reconstruction = mel_loss, reconstruction
         self.optim, self.weights = optim, weights
         self.register_data_facts(self, stats, speaker_stats, speaker_table)
         self.save_hyperparameters(hparams)
@@ -216,9 +225,8 @@ class Vec2WavModule(L.LightningModule, TtsStateMixin):
         opt_g, opt_d = self.optimizers()  # type: ignore[attr-defined]
         real, fake = batch.audio, self._generate(batch)
         adversarial = self.batches_done >= self.optim.adversarial_start
-        lr_g = self.optim.lr if adversarial else self.optim.warmup_lr
         for group in opt_g.param_groups:
-            group["lr"] = lr_g
+            group["lr"] = self.optim.generator_lr(self.batches_done)
         d_loss = discriminator_loss(self.discriminator, real, fake).loss if adversarial else None
         self._step(opt_d, d_loss, self.discriminator.parameters())
         g_loss, metrics = self._generator_loss(real, fake, adversarial)
@@ -233,22 +241,22 @@ class Vec2WavModule(L.LightningModule, TtsStateMixin):
 
     def _generator_loss(self, real: torch.Tensor, fake: torch.Tensor,
                         adversarial: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        stft = self.stft_loss(real, fake)
+        regression = self.reconstruction(real, fake)
         if adversarial:
             out = generator_loss(self.discriminator, self.mel_loss, real, fake, self.weights)
             loss, metrics = out.loss, dict(out.metrics)
         else:
             mel = self.mel_loss(real, fake)
             loss, metrics = self.weights.mel * mel, {"mel_loss": mel.detach()}
-        metrics["stft_loss"] = stft.detach()
-        return loss + self.optim.stft_weight * stft, metrics
+        metrics["reconstruction_loss"] = regression.detach()
+        return loss + self.optim.reconstruction_weight * regression, metrics
 
     def validation_step(self, batch: TtsBatch, batch_idx: int) -> None:
         """Mel L1 and STFT loss of the generated windows."""
         assert batch.audio is not None
         fake = self._generate(batch)
         self.log_dict({"valid/mel_loss": self.mel_loss(batch.audio, fake),
-                       "valid/stft_loss": self.stft_loss(batch.audio, fake)},
+                       "valid/reconstruction_loss": self.reconstruction(batch.audio, fake)},
                       batch_size=len(batch.ids), sync_dist=True)
 
     def configure_optimizers(self) -> Any:

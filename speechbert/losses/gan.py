@@ -25,7 +25,7 @@ from torch import nn
 
 from speechbert.losses.criterion import LossOutput
 from speechbert.models.tts.discriminators import VocoderDiscriminator
-from speechbert.models.tts.mel import LogMelSpectrogram
+from speechbert.models.tts.mel import LogMelSpectrogram, MelConfig
 
 
 @dataclass
@@ -133,3 +133,37 @@ class MultiResolutionStftLoss(nn.Module):
             convergence = torch.linalg.norm(want - got) / torch.linalg.norm(want)
             total = total + convergence + F.l1_loss(got.log(), want.log())
         return total / len(self.resolutions)
+
+
+MEL_SCALES: tuple[tuple[int, int], ...] = ((256, 40), (512, 64), (2048, 80))
+"""(n_fft = window, mel bins) of :class:`MultiScaleMelLoss`'s extra scales (hop n_fft / 4),
+besides the 1024-point mel of :class:`MelSpectrogramLoss` (DAC-style multi-scale mel)."""
+
+
+class MultiScaleMelLoss(nn.Module):
+    """Sum over window sizes of the log-mel L1 (Descript Audio Codec's multi-scale mel loss):
+    short windows pin the timing of energy, long ones the harmonics."""
+
+    def __init__(self, scales: tuple[tuple[int, int], ...] = MEL_SCALES) -> None:
+        super().__init__()
+        self.losses = nn.ModuleList(
+            MelSpectrogramLoss(LogMelSpectrogram(MelConfig(n_fft=n, win_length=n,
+                                                           hop_length=n // 4, n_mels=m)))
+            for n, m in scales)
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The summed loss of ``fake`` (B, S) against ``real`` (B, S)."""
+        return torch.stack([loss(real, fake) for loss in self.losses]).sum()
+
+
+class ReconstructionLoss(nn.Module):
+    """The vocoder's regression terms besides HiFi-GAN's mel L1: multi-resolution STFT plus
+    multi-scale mel (used alone during the warm-up and added to the GAN losses after it)."""
+
+    def __init__(self, stft: MultiResolutionStftLoss, mel: MultiScaleMelLoss) -> None:
+        super().__init__()
+        self.stft, self.mel = stft, mel
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """STFT + multi-scale mel loss of ``fake`` (B, S) against ``real`` (B, S)."""
+        return self.stft(real, fake) + self.mel(real, fake)

@@ -35,7 +35,7 @@ def test_vec2wav_steps_both_optimizers_and_starts_the_gan_after_warm_up(
     assert len(ckpt["optimizer_states"]) == 2
     assert ckpt["optimizer_states"][1]["state"], "the discriminator trained after warm-up"
     metrics = json.loads((toy_runs["vec2wav"] / "metrics.json").read_text())
-    assert {"train/mel_loss", "train/stft_loss", "train/disc_loss"} <= metrics.keys()
+    assert {"train/mel_loss", "train/reconstruction_loss", "train/disc_loss"} <= metrics.keys()
     hparams = ckpt["hyper_parameters"]
     assert hparams["speaker_ids"] == ["s0", "s1"] and hparams["layer"] == 1
     assert ckpt["state_dict"]["speaker_table"].shape == (2, 128)  # tiny HuBERT width
