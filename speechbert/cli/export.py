@@ -27,7 +27,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from speechbert.errors import ConfigError, SpeechbertError
-from speechbert.models.lighthubert.checkpoint import load_supernet
+from speechbert.models.lighthubert.checkpoint import load_supernet, resolve_subnet
 from speechbert.models.lighthubert.dense import DenseEncoderConfig
 from speechbert.models.lighthubert.extract import (
     export_hf,
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 """The repo's ``configs/`` folder (primary config ``export.yaml``)."""
-NAMED_SUBNETS = ("default", "max", "min")
-"""Subnet names ``subnet=`` accepts besides a JSON file."""
 DENSE_FILE = "encoder.pt"
 """Name of the dense checkpoint in the output folder."""
 HF_FOLDER = "hf"
@@ -71,29 +69,6 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 
 
-def read_subnet(spec: str, space: SearchSpace) -> SubnetConfig:
-    """The subnet ``spec`` names (a JSON file or a name), checked to be in ``space``."""
-    if spec in NAMED_SUBNETS:
-        named = {"default": space.default_subnet(), "max": space.max_subnet(),
-                 "min": space.min_subnet()}
-        return named[spec]
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(f"subnet={spec}: no such file; pass the subnet.json of a "
-                          f"speechbert-subnet run or one of {NAMED_SUBNETS}")
-    try:
-        values = json.loads(path.read_text())
-        values = values.get("subnet", values)  # search.json holds it under "subnet"
-        subnet = SubnetConfig.from_dict(values)
-        space.check_subnet(subnet)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a subnet JSON file ({exc})") from exc
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: subnet is not in the checkpoint's search space "
-                          f"{space.name!r}: {exc}; pick one with speechbert-subnet") from exc
-    return subnet
-
-
 def check_hf_exportable(space: SearchSpace, subnet: SubnetConfig, source: str) -> None:
     """Raise :class:`ConfigError` naming ``source`` when transformers cannot hold ``subnet``."""
     try:
@@ -112,7 +87,7 @@ def run(cfg: DictConfig) -> dict[str, object]:
     run_cfg = OmegaConf.to_object(cfg)
     assert isinstance(run_cfg, ExportConfig)
     ckpt = load_supernet(run_cfg.checkpoint)
-    subnet = read_subnet(run_cfg.subnet, ckpt.space)
+    subnet = resolve_subnet(run_cfg.subnet, ckpt.space)
     if run_cfg.hf:  # refuse before writing anything
         check_hf_exportable(ckpt.space, subnet, run_cfg.subnet)
     dense = extract_subnet(ckpt.supernet, subnet).eval()

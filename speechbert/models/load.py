@@ -56,7 +56,8 @@ class UpstreamSpec:
     path: str | None = None
     """Checkpoint file (a transformers folder for ``hf``); None for ``fbank``."""
     subnet: str | None = None
-    """``supernet`` only: a JSON file of the SubnetConfig to evaluate; None for the default."""
+    """``supernet`` only: ``default`` (also when None), ``max``, ``min``, or a subnet.json /
+    search.json file of ``speechbert-subnet``."""
     fbank_mel_bins: int = 80
     """``fbank`` only: mel channels per frame."""
     fbank_delta_order: int = 0
@@ -172,26 +173,16 @@ def _lighthubert(spec: UpstreamSpec) -> LoadedUpstream:
 
 
 def _supernet(spec: UpstreamSpec) -> tuple[nn.Module, SupernetArch, SubnetConfig]:
-    from speechbert.models.lighthubert.checkpoint import load_supernet
+    from speechbert.models.lighthubert.checkpoint import load_supernet, resolve_subnet
     from speechbert.models.lighthubert.supernet import SupernetUpstream
 
     assert spec.path is not None
     loaded = load_supernet(spec.path)
-    subnet = read_subnet(spec.subnet) if spec.subnet else loaded.space.default
-    loaded.space.arch.check_subnet(subnet)
-    return SupernetUpstream(loaded.supernet, subnet), loaded.space.arch, subnet
-
-
-def read_subnet(path: str | Path) -> SubnetConfig:
-    """The :class:`SubnetConfig` in a JSON file (``SubnetConfig.to_json`` output)."""
-    src = Path(path)
-    if not src.is_file():
-        raise ConfigError(f"upstream.subnet={str(src)!r}: no such JSON file; write one with "
-                          f"SubnetConfig.to_json() (e.g. from the subnet search)")
     try:
-        return SubnetConfig.from_json(src.read_text(encoding="utf-8"))
+        subnet = resolve_subnet(spec.subnet or "default", loaded.space)
     except ConfigError as exc:
-        raise ConfigError(f"upstream.subnet={str(src)!r}: {exc}") from exc
+        raise ConfigError(f"upstream.subnet: {exc}") from exc
+    return SupernetUpstream(loaded.supernet, subnet), loaded.space.arch, subnet
 
 
 def dense_arch(config: Any) -> SupernetArch:

@@ -116,6 +116,10 @@ def test_supernet_at_a_subnet_file(tmp_path: Path) -> None:
     default = load_upstream(UpstreamSpec(name="s", kind="supernet", path=str(path)))
     assert default.subnet != loaded.subnet  # the subnet is part of the cache key
     assert default.params == space.count_params(tiny, tiny.default)
+    largest = load_upstream(UpstreamSpec(name="s", kind="supernet", path=str(path), subnet="max"))
+    assert largest.params == space.count_params(tiny, tiny.max_subnet())
+    with pytest.raises(ConfigError, match="upstream.subnet: subnet=largest: no such file"):
+        load_upstream(UpstreamSpec(name="s", kind="supernet", path=str(path), subnet="largest"))
 
 
 @pytest.mark.parametrize(("spec", "words"), [

@@ -9,6 +9,7 @@ Lightning, no config files): later stages (search, export, SUPERB) read it by pa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ STUDENT_PREFIX = "student."
 """State-dict prefix of the supernet in a distillation checkpoint."""
 HEAD_PREFIX = "criterion.head."
 """State-dict prefix of the distillation prediction head in a distillation checkpoint."""
+NAMED_SUBNETS = ("default", "max", "min")
+"""Subnet names :func:`resolve_subnet` accepts besides a JSON file."""
 
 
 def space_to_dict(space: SearchSpace) -> dict[str, Any]:
@@ -103,3 +106,26 @@ def load_supernet(path: str | Path) -> SupernetCheckpoint:
     head = {k.removeprefix(HEAD_PREFIX): v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
     return SupernetCheckpoint(supernet=supernet.eval(), space=space, hyper_parameters=hparams,
                               head_state=head, global_step=int(ckpt.get("global_step", 0)))
+
+
+def resolve_subnet(spec: str, space: SearchSpace) -> SubnetConfig:
+    """The subnet ``spec`` names, checked to be in ``space``: ``default`` / ``max`` / ``min``, or
+    a JSON file (``subnet.json``, or ``search.json`` of ``speechbert-subnet``, which holds it
+    under ``"subnet"``). :class:`ConfigError` names the file and what to pass instead."""
+    if spec in NAMED_SUBNETS:
+        return {"default": space.default_subnet(), "max": space.max_subnet(),
+                "min": space.min_subnet()}[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"subnet={spec}: no such file; pass the subnet.json of a "
+                          f"speechbert-subnet run or one of {NAMED_SUBNETS}")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+        subnet = SubnetConfig.from_dict(values.get("subnet", values))
+        space.check_subnet(subnet)
+    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a subnet JSON file ({exc})") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: subnet is not in the checkpoint's search space "
+                          f"{space.name!r}: {exc}; pick one with speechbert-subnet") from exc
+    return subnet
