@@ -203,7 +203,8 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, float
 
 
 def record_timing(run_dir: Path, seconds: float, global_step: int) -> None:
-    """Append this launch's wall time to ``timing.json`` (a resumed run adds a launch)."""
+    """Append this launch's wall time to ``timing.json`` (a resumed run adds a launch; a
+    killed launch records nothing, so the total undercounts interrupted runs)."""
     path = run_dir / "timing.json"
     launches = json.loads(path.read_text())["launches"] if path.is_file() else []
     launches.append({"seconds": round(seconds, 1), "global_step": global_step})
