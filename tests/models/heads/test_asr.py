@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechbert.data.collate import IGNORE_INDEX
 from speechbert.data.text import CharVocab
@@ -115,3 +116,44 @@ def test_golden_value_of_the_tiny_head() -> None:
         out = head(x, lengths)  # (2, 30, 29)
     valid = out[0].abs().sum() + out[1, :17].abs().sum()
     assert valid.item() == pytest.approx(83.0407, rel=1e-4)
+
+
+def _packed_reference(head: AsrHead, features: torch.Tensor,
+                      lengths: torch.Tensor) -> torch.Tensor:
+    """Logits (B, T, V) of the previous, packed implementation with ``head``'s weights."""
+    x = head.project(features)  # (B, T, P)
+    packed_lengths = lengths.clamp(min=1)
+    for lstm in head.lstms:
+        packed = pack_padded_sequence(x, packed_lengths, batch_first=True, enforce_sorted=False)
+        out, _ = lstm(packed)
+        x, _ = pad_packed_sequence(out, batch_first=True, total_length=features.shape[1])
+        x = head.dropout(x)  # (B, T, 2H)
+    return head.output(x)  # (B, T, V)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_unpacked_bilstm_equals_the_packed_one_at_valid_frames(num_layers: int) -> None:
+    torch.manual_seed(0)
+    config = AsrHeadConfig(project_dim=16, hidden_size=12, num_layers=num_layers, dropout=0.0)
+    head = AsrHead(10, config)
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, 41, (7,), generator=gen)
+    lengths[0], lengths[1] = 40, 0  # a full row and an empty one (it reads frame 0)
+    x = torch.randn(7, 40, 10, generator=gen)  # (B, T, D)
+    new, old = head(x, lengths), _packed_reference(head, x, lengths)  # (B, T, V)
+    for b, n in enumerate(lengths.clamp(min=1).tolist()):
+        assert torch.allclose(new[b, :n], old[b, :n], atol=1e-5), (b, n)
+        assert torch.allclose(new[b, n:], old[b, n:], atol=1e-6)  # both the output bias
+    targets, target_lengths = torch.randint(2, 29, (7, 3), generator=gen), torch.full((7,), 3)
+    ctc_loss(new, lengths.clamp(min=1), targets, target_lengths).backward()
+    for name, param in head.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_state_dict_keys_are_those_of_a_bidirectional_lstm() -> None:
+    head = AsrHead(8, AsrHeadConfig(project_dim=8, hidden_size=4, num_layers=2))
+    keys = set(head.state_dict())
+    for layer in (0, 1):
+        for suffix in ("", "_reverse"):
+            assert f"lstms.{layer}.weight_hh_l0{suffix}" in keys
+            assert f"lstms.{layer}.bias_ih_l0{suffix}" in keys
