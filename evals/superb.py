@@ -46,8 +46,8 @@ def cell_overrides(upstream: str, task: str, out: str, extra: list[str]) -> tupl
     return overrides, upstream if is_file else None
 
 
-def run_cells(upstreams: list[str], tasks: list[str], out: str,
-              extra: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+def run_cells(upstreams: list[str], tasks: list[str], out: str, extra: list[str],
+              results: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Run (or skip) every cell; return the records and the failed cells' descriptions."""
     records: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -64,15 +64,17 @@ def run_cells(upstreams: list[str], tasks: list[str], out: str,
         records.append(record)
         log.info("%s / %s: %s = %.4f (%.0f s)", record["upstream"], task, record["metric"],
                  record["value"], time.monotonic() - start)
-        write_results(Path(out), records)
+        write_results(results or Path(out) / RESULTS_FILE, records)
     return records, failures
 
 
-def write_results(out: Path, records: list[dict[str, Any]]) -> Path:
-    """Write ``<out>/results.json`` (a list of records)."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / RESULTS_FILE
-    path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+def write_results(path: Path, records: list[dict[str, Any]]) -> Path:
+    """Write ``records`` to ``path`` (a JSON list) through a temporary file, so a reader never
+    sees half a file; return ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
     return path
 
 
@@ -85,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="task configs (asr ks sv, or *_superb for the real corpora)")
     parser.add_argument("--out", default="runs/demo/superb",
                         help="root of the cells' run folders and results.json")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="where to write the records (default <out>/results.json); grids "
+                             "run side by side into one --out each write their own")
     parser.add_argument("--override", nargs="*", default=[],
                         help="Hydra overrides for every cell, e.g. task.optim.max_steps=50")
     return parser.parse_args(argv)
@@ -94,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the grid; print where the results went; 1 if a cell failed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
-    records, failures = run_cells(args.upstreams, args.tasks, args.out, args.override)
-    path = write_results(Path(args.out), records)
+    results = args.results or Path(args.out) / RESULTS_FILE
+    records, failures = run_cells(args.upstreams, args.tasks, args.out, args.override, results)
+    path = write_results(results, records)
     print(f"{len(records)} cells -> {path}")
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
