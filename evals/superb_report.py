@@ -63,6 +63,9 @@ TASKS: tuple[TaskSpec, ...] = (
 )
 """The report's tasks, in column order."""
 TASK_BY_NAME = {t.name: t for t in TASKS}
+SECONDARY: tuple[tuple[str, str, str], ...] = (("asr", "cer", "ASR CER (%)"),)
+"""(task, key in a record's ``metrics``, column title): extra error rates shown after the tasks'
+main metrics (CER tells short ASR runs apart while their WER is still near 100%)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,12 @@ class Record:
     """Split it was measured on."""
     layer_weights: tuple[float, ...] | None
     """Learned featurizer weights, one per hidden state, or None."""
+    metrics: tuple[tuple[str, float], ...] = ()
+    """Other test metrics of the cell (``cer``, ``min_dcf``, ...), as (name, value) pairs."""
+
+    def metric_value(self, name: str) -> float | None:
+        """The cell's ``name`` metric (a fraction), or None when it has none."""
+        return dict(self.metrics).get(name)
 
 
 REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -111,9 +120,12 @@ def parse_record(values: Any, where: str) -> Record:
                                     and all(isinstance(w, int | float) for w in weights)):
         raise ConfigError(f"{where}.layer_weights must be a list of numbers or null; "
                           f"got {weights!r}")
+    extra = values.get("metrics") or {}
+    metrics = tuple((str(k), float(v)) for k, v in sorted(extra.items())
+                    if isinstance(v, int | float) and not isinstance(v, bool))
     return Record(values["upstream"], int(values["params"]), float(values["macs_per_second"]),
                   values["task"], values["metric"], float(values["value"]), values["split"],
-                  None if weights is None else tuple(float(w) for w in weights))
+                  None if weights is None else tuple(float(w) for w in weights), metrics)
 
 
 def read_results(path: Path) -> list[Record]:
@@ -189,15 +201,24 @@ def _cell(value: float | None, best: float | None, digits: int) -> str:
     return f"**{text}**" if value == best else text
 
 
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
 def markdown_table(rows: Sequence[UpstreamRow]) -> str:
     """The report's table: size columns, then one column per task; best in bold, gaps ``-``."""
     columns: list[tuple[str, list[float | None], bool, int]] = [
         ("Params (M)", [r.params / 1e6 for r in rows], False, 2),
-        ("GMACs / s audio", [r.macs_per_second / 1e9 for r in rows], False, 2)]
+        ("M MACs / s audio", [r.macs_per_second / 1e6 for r in rows], False, 1)]
     for task in TASKS:
         scores = [100.0 * r.scores[task.name].value if task.name in r.scores else None
                   for r in rows]
         columns.append((task.title, scores, task.higher_is_better, 2))
+    for task_name, key, title in SECONDARY:
+        extra = [_percent(r.scores[task_name].metric_value(key)) if task_name in r.scores
+                 else None for r in rows]
+        if any(v is not None for v in extra):
+            columns.append((title, extra, False, 2))
     header = "| Upstream | " + " | ".join(c[0] for c in columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     lines = [header, rule]

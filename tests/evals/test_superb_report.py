@@ -24,13 +24,14 @@ def _rec(upstream: str, params: int, task: str, value: float, split: str = "test
 RECORDS = [
     _rec("big", 90_000_000, "ks", 0.90, weights=[0.1, 0.2, 0.7]),
     _rec("big", 90_000_000, "sv", 0.18, weights=[0.5, 0.3, 0.2]),
-    _rec("big", 90_000_000, "asr", 0.30, weights=[0.2, 0.2, 0.6]),
+    {**_rec("big", 90_000_000, "asr", 0.30, weights=[0.2, 0.2, 0.6]),
+     "metrics": {"cer": 0.12, "note": "text is ignored"}},
     _rec("fbank", 0, "ks", 0.60),
     _rec("fbank", 0, "sv", 0.30),
     _rec("fbank", 0, "asr", 0.95),
     _rec("mid", 20_000_000, "ks", 0.75, weights=[0.3, 0.3, 0.4]),
     _rec("mid", 20_000_000, "sv", 0.15, weights=[0.6, 0.2, 0.2]),
-    _rec("mid", 20_000_000, "asr", 0.40, weights=[0.1, 0.1, 0.8]),
+    {**_rec("mid", 20_000_000, "asr", 0.40, weights=[0.1, 0.1, 0.8]), "metrics": {"cer": 0.2}},
     _rec("small", 5_000_000, "ks", 0.50),  # replaced by the later record of the same split
     _rec("small", 5_000_000, "ks", 0.80, weights=[0.4, 0.6]),
     _rec("small", 5_000_000, "sv", 0.20, weights=[0.5, 0.5]),
@@ -48,14 +49,14 @@ def folder(tmp_path: Path) -> Path:
 def test_table_rows_cells_best_marks_and_gaps(folder: Path) -> None:
     text = write_report(folder).read_text()
     table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[0] == ("| Upstream | Params (M) | GMACs / s audio | KS acc (%) | SV EER (%) | "
-                        "ASR WER (%) |")
+    assert table[0] == ("| Upstream | Params (M) | M MACs / s audio | KS acc (%) | SV EER (%) | "
+                        "ASR WER (%) | ASR CER (%) |")
     assert [line.split(" | ")[0] for line in table[1:]] == ["| fbank", "| small", "| mid",
                                                             "| big"]  # sorted by params
-    assert table[1] == "| fbank | **0.00** | **0.00** | 60.00 | 30.00 | 95.00 |"
-    assert table[2] == "| small | 5.00 | 0.50 | 80.00 | 20.00 | - |"
-    assert table[3] == "| mid | 20.00 | 2.00 | 75.00 | **15.00** | 40.00 |"
-    assert table[4] == "| big | 90.00 | 9.00 | **90.00** | 18.00 | **30.00** |"
+    assert table[1] == "| fbank | **0.00** | **0.0** | 60.00 | 30.00 | 95.00 | - |"
+    assert table[2] == "| small | 5.00 | 500.0 | 80.00 | 20.00 | - | - |"
+    assert table[3] == "| mid | 20.00 | 2000.0 | 75.00 | **15.00** | 40.00 | 20.00 |"
+    assert table[4] == "| big | 90.00 | 9000.0 | **90.00** | 18.00 | **30.00** | **12.00** |"
 
 
 def test_pareto_fronts_keep_only_undominated_upstreams(folder: Path) -> None:
