@@ -56,7 +56,10 @@ DEMO_JOBS ?= 2
 STAGE = OMP_NUM_THREADS=1 $(PY) -m evals.stage_times run --log $(DEMO)/stage_times.tsv --stage
 QUIET := trainer.progress_bar=false
 
-.PHONY: demo-stages
+.PHONY: demo-stages readme-report
+readme-report:  ## after make demo: put its SUPERB table, stage times and plots into README.md
+	$(PY) -m evals.readme_report --demo $(DEMO) --readme README.md --assets docs/demo
+
 demo-stages: $(foreach b,$(BUDGETS),$(DEMO)/superb/lighthubert_mini_p$(b)/results.json) \
 		$(DEMO)/superb/report.md $(DEMO)/tts/metrics.json
 
