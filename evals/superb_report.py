@@ -229,15 +229,21 @@ def markdown_table(rows: Sequence[UpstreamRow]) -> str:
     return "\n".join(lines)
 
 
+LABEL_OFFSETS = ((5, 6), (5, -13), (5, 18), (5, -25))
+"""Label offsets (points) of the Pareto plot's upstreams, in turn by size: above, below,
+higher, lower, so neighbours of similar size and score do not overprint."""
+
+
 def plot_pareto(rows: Sequence[UpstreamRow], task: TaskSpec, path: Path) -> Path:
     """Score vs parameters of every upstream on ``task``, the Pareto front as a line."""
     points = task_points(rows, task.name)
     front = pareto_front(points, task.higher_is_better)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, params, score in points:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (name, params, score) in enumerate(sorted(points, key=lambda p: (p[1], p[0]))):
         on_front = name in front
         ax.scatter(params / 1e6, score, color="tab:red" if on_front else "tab:blue", zorder=3)
-        ax.annotate(name, (params / 1e6, score), textcoords="offset points", xytext=(4, 4),
+        offset = LABEL_OFFSETS[i % len(LABEL_OFFSETS)]  # neighbours' labels kept apart
+        ax.annotate(name, (params / 1e6, score), textcoords="offset points", xytext=offset,
                     fontsize=8)
     by_name = {name: (params, score) for name, params, score in points}
     xs = [by_name[n][0] / 1e6 for n in front]
