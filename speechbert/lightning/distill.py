@@ -50,17 +50,20 @@ import random
 import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from speechbert.data.collate import AudioBatch
 from speechbert.errors import ConfigError
-from speechbert.lightning.pretrain import NonFiniteLossError, OptimConfig, lr_factor
+from speechbert.lightning.pretrain import (
+    NonFiniteLossError,
+    OptimConfig,
+    adamw_with_schedule,
+    log_grad_norm,
+)
 from speechbert.losses.distill import (
     DistillCriterion,
     DistillLossConfig,
@@ -223,19 +226,11 @@ class DistillModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the gradient norm before clipping (``train/grad_norm``)."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+        log_grad_norm(self)
 
     def configure_optimizers(self) -> Any:
         """AdamW over the student and head (not the teacher, nor a frozen front end)."""
-        cfg = self.optim
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),  # type: ignore[arg-type]
-                                      eps=cfg.eps, weight_decay=cfg.weight_decay)
-        scheduler = LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+        return adamw_with_schedule(self, self.optim)
 
 
 def check_teacher(teacher: HubertUpstream, space: SearchSpace, loss: DistillLossConfig,

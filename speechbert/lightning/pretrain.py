@@ -85,6 +85,24 @@ def lr_factor(step: int, cfg: OptimConfig) -> float:
     return 1 - (1 - low) * progress
 
 
+def adamw_with_schedule(module: nn.Module, cfg: OptimConfig) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` value: AdamW over ``module``'s trainable parameters
+    and a LambdaLR (:func:`lr_factor`) stepped after every optimizer step."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),  # type: ignore[arg-type]
+                                  eps=cfg.eps, weight_decay=cfg.weight_decay)
+    scheduler = LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
+    return {"optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+
+def log_grad_norm(module: L.LightningModule) -> None:
+    """Log the total gradient norm of ``module`` as ``train/grad_norm`` (call before clipping)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if grads:
+        module.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+
+
 class PretrainModule(L.LightningModule):
     """Trains ``model`` with ``criterion``; AdamW with a per-step warm-up/decay schedule.
 
@@ -160,9 +178,7 @@ class PretrainModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the gradient norm before clipping (``train/grad_norm``)."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+        log_grad_norm(self)
 
     def on_train_epoch_end(self) -> None:
         """Log which files were skipped this epoch (rank 0 always, others if any), reset."""
@@ -180,10 +196,4 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW over every trainable parameter; LambdaLR stepped after each optimizer step."""
-        cfg = self.optim
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),  # type: ignore[arg-type]
-                                      eps=cfg.eps, weight_decay=cfg.weight_decay)
-        scheduler = LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+        return adamw_with_schedule(self, self.optim)

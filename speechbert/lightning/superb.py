@@ -20,17 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.optim.lr_scheduler import LambdaLR
 
 from speechbert.data.text import CharVocab
 from speechbert.errors import ConfigError, ManifestError
-from speechbert.lightning.pretrain import OptimConfig, lr_factor
+from speechbert.lightning.pretrain import OptimConfig, adamw_with_schedule
 from speechbert.lightning.superb_data import SuperbBatch
 from speechbert.losses.aam_softmax import AMSoftmaxLoss
 from speechbert.metrics import accuracy, cer, eer, min_dcf, wer
@@ -182,13 +180,7 @@ class SuperbModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW over the featurizer and head; LambdaLR stepped after each optimizer step."""
-        cfg = self.optim
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),  # type: ignore[arg-type]
-                                      eps=cfg.eps, weight_decay=cfg.weight_decay)
-        scheduler = LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+        return adamw_with_schedule(self, self.optim)
 
     def _log_train(self, loss: torch.Tensor, batch: SuperbBatch) -> None:
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(batch.ids))
