@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +26,9 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from speechbert.cli.common import run_main, write_run_config
 from speechbert.cli.store import retuple
-from speechbert.errors import ConfigError, ManifestError, SpeechbertError
+from speechbert.errors import ConfigError, ManifestError
 from speechbert.lightning.datamodule import DataConfig, PretrainDataModule
 from speechbert.lightning.distill import (
     DistillConfig,
@@ -41,7 +41,6 @@ from speechbert.lightning.trainer import (
     TrainerConfig,
     build_trainer,
     fit,
-    is_rank_zero,
     resume_checkpoint,
     seed_everything,
 )
@@ -143,9 +142,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     check_inputs(run_cfg)
     space = search_space(run_cfg.space)
     ckpt_path = resume_checkpoint(run_cfg.run_dir, run_cfg.resume)
-    if is_rank_zero():
-        Path(run_cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run_cfg.run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(run_cfg.run_dir, cfg)
     if run_cfg.num_threads:
         torch.set_num_threads(run_cfg.num_threads)
     seed_everything(run_cfg.seed)
@@ -163,12 +160,7 @@ register_configs()
 @hydra.main(config_path=CONFIG_DIR, config_name="distill", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``speechbert-distill`` (Hydra parses the command line)."""
-    try:
-        metrics = run(cfg)
-    except SpeechbertError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        sys.exit(2)
-    log.info("done: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+    run_main(run, cfg)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
+from speechbert.cli.common import run_main, write_run_config
 from speechbert.cli.store import from_node, retuple, to_node
 from speechbert.data.targets import label_info_path, read_label_info
-from speechbert.errors import ConfigError, ManifestError, SpeechbertError
+from speechbert.errors import ConfigError, ManifestError
 from speechbert.lightning.datamodule import DataConfig, PretrainDataModule
 from speechbert.lightning.pretrain import OptimConfig, PretrainModule
 from speechbert.lightning.trainer import (
     TrainerConfig,
     build_trainer,
     fit,
-    is_rank_zero,
     resume_checkpoint,
     seed_everything,
 )
@@ -154,9 +153,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     run_cfg.trainer.validate()
     check_data(run_cfg.model, run_cfg.data)
     ckpt_path = resume_checkpoint(run_cfg.run_dir, run_cfg.resume)
-    if is_rank_zero():
-        Path(run_cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run_cfg.run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(run_cfg.run_dir, cfg)
     seed_everything(run_cfg.seed)
     model, criterion = build_pretraining(run_cfg.model, run_cfg.loss)
     module = PretrainModule(model, criterion, run_cfg.optim,
@@ -171,12 +168,7 @@ register_configs()
 @hydra.main(config_path=CONFIG_DIR, config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``speechbert-pretrain`` (Hydra parses the command line)."""
-    try:
-        metrics = run(cfg)
-    except SpeechbertError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        sys.exit(2)
-    log.info("done: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+    run_main(run, cfg)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from speechbert.audio import SAMPLE_RATE, load_audio
+from speechbert.cli.common import run_main, write_run_config
 from speechbert.cli.store import from_node, retuple, to_node
 from speechbert.errors import ConfigError, SpeechbertError
 from speechbert.lightning.pretrain import OptimConfig
@@ -186,9 +187,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, float
     run_cfg.validate()
     ckpt_path = resume_checkpoint(run_cfg.run_dir, run_cfg.resume)
     run_dir = Path(run_cfg.run_dir)
-    if is_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(run_dir, cfg)
     start = time.perf_counter()
     data = TtsDataModule(run_cfg.data, run_cfg.stage)
     data.setup("fit")  # may build the upstream (random init) to fill the cache: seed after
@@ -218,12 +217,7 @@ register_configs()
 @hydra.main(config_path=CONFIG_DIR, config_name="tts", version_base="1.3")
 def train_main(cfg: DictConfig) -> None:
     """Entry point of ``speechbert-tts-train`` (Hydra parses the command line)."""
-    try:
-        metrics = run(cfg)
-    except SpeechbertError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        sys.exit(2)
-    log.info("done: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+    run_main(run, cfg)
 
 
 TTS_DEFAULTS = {"text": "", "speaker": "", "out": "tts.wav", "speed": "1.0",
