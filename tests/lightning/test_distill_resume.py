@@ -43,8 +43,8 @@ def _start(corpus: Path, run_dir: Path) -> subprocess.Popen[str]:
 
 
 def _state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return torch.load(last, map_location="cpu", weights_only=True)
 
 
 def test_killed_stage2_run_resumes_to_identical_weights(toy_corpus: Path, tmp_path: Path) -> None:
