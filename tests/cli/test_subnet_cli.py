@@ -8,11 +8,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from speechbert.cli.subnet import CONFIG_DIR, BudgetConfig, SearchConfig, run, subnet_latency
@@ -49,13 +47,6 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout + result.stderr
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """torch.set_num_threads(1) for the test (the CLI's ``threads=1``), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from evals.superb import cell_overrides, main
 from tests.lightning.superb_corpus import write_keyword_manifests
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """torch.set_num_threads(1) for the test (tiny heads; shared CPU), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cell_overrides_tell_names_from_files() -> None:

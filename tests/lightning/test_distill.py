@@ -3,7 +3,6 @@ three subnets on fixed masks, a frozen front end stays put, and checkpoints keep
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -34,14 +33,7 @@ from tests.lightning.toy_distill import (
     toy_module,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops run faster on one thread (no thread-pool start-up per new shape)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loader(batches: list[AudioBatch]) -> DataLoader:

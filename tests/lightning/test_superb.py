@@ -4,7 +4,7 @@ skip when finished, result.json; the feature cache is computed once per upstream
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -45,13 +45,7 @@ TRAINER = TrainerConfig(accelerator="cpu", devices="1", progress_bar=False, log_
 FeatureFn = Callable[[Utterance, torch.Generator], list[torch.Tensor]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """torch.set_num_threads(1) for the test (tiny heads; shared CPU), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _utts(prefix: str, rows: Sequence[tuple[str, str | None, str | None]]) -> list[Utterance]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -29,13 +28,7 @@ from tests.models.lighthubert.tiny_supernet import padded_batch, tiny_supernet, 
 SUBNET = SubnetConfig(96, (2, 4), (192, 384))
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops run faster on one thread (no thread-pool start-up per new shape)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FixedTeacher(nn.Module):

@@ -3,8 +3,6 @@ settings read back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -28,13 +26,7 @@ from tests.models.lighthubert.tiny_supernet import padded_batch, tiny_supernet
 LOSS = DistillLossConfig(teacher_layers=(-2, -1), mask_prob=0.5, mask_length=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops run faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CountingTeacher(nn.Module):

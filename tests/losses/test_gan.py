@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -21,14 +19,7 @@ from speechbert.models.tts.discriminators import build_discriminator
 from speechbert.models.tts.mel import LogMelSpectrogram, MelConfig
 from speechbert.models.tts.vec2wav import build_generator, tiny
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small ops run faster on one thread, and other processes may share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_least_squares_terms_by_hand() -> None:

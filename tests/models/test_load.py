@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,14 +23,7 @@ from speechbert.models.w2vbert import config as w2vbert_config
 from speechbert.models.w2vbert.build import build_w2vbert
 from speechbert.nn.elastic import SubnetConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """torch.set_num_threads(1) for the test (tiny models; shared CPU), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lightning_ckpt(path: Path, model: torch.nn.Module, model_config: dict) -> Path:
