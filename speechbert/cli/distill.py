@@ -26,6 +26,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from speechbert.cli import CONFIG_DIR
 from speechbert.cli.common import run_main, write_run_config
 from speechbert.cli.store import retuple
 from speechbert.errors import ConfigError, ManifestError
@@ -50,8 +51,6 @@ from speechbert.models.lighthubert.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-"""The repo's ``configs/`` folder (primary config ``distill.yaml``)."""
 
 
 @dataclass

@@ -26,6 +26,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from speechbert.cli import CONFIG_DIR
 from speechbert.errors import ConfigError, SpeechbertError
 from speechbert.models.lighthubert.checkpoint import load_supernet, resolve_subnet
 from speechbert.models.lighthubert.dense import DenseEncoderConfig
@@ -40,8 +41,6 @@ from speechbert.nn.elastic import SubnetConfig
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-"""The repo's ``configs/`` folder (primary config ``export.yaml``)."""
 DENSE_FILE = "encoder.pt"
 """Name of the dense checkpoint in the output folder."""
 HF_FOLDER = "hf"

@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
+from speechbert.cli import CONFIG_DIR
 from speechbert.cli.common import run_main, write_run_config
 from speechbert.cli.store import from_node, retuple, to_node
 from speechbert.data.targets import label_info_path, read_label_info
@@ -50,8 +51,6 @@ from speechbert.models.w2vbert.config import W2VBertConfig
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-"""The repo's ``configs/`` folder (primary config ``pretrain.yaml``)."""
 KMEANS_HINT = ("make them with: python -m data_prep.kmeans --features mfcc --n-clusters 100 "
                "--manifests <train.tsv> <valid.tsv> --out runs/kmeans/<name> (iteration 1), "
                "or --features layer --checkpoint <iteration-1 last.ckpt> --layer N (iteration 2)")

@@ -36,6 +36,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm import tqdm
 
+from speechbert.cli import CONFIG_DIR
 from speechbert.errors import ConfigError, SpeechbertError
 from speechbert.losses.distill import DistillCriterion
 from speechbert.losses.distill_score import (
@@ -64,8 +65,6 @@ from speechbert.nn.elastic import SubnetConfig
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-"""The repo's ``configs/`` folder (primary config ``subnet.yaml``)."""
 METHODS = ("random", "evolutionary")
 """Search methods."""
 CLOCKS: dict[str, Callable[[], float]] = {"thread": time.thread_time, "wall": time.perf_counter}

@@ -28,6 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from speechbert.cli import CONFIG_DIR
 from speechbert.cli.store import retuple
 from speechbert.errors import ConfigError, SpeechbertError
 from speechbert.lightning.superb import AsrTaskConfig, KsTaskConfig, SvTaskConfig, TaskConfig
@@ -37,8 +38,6 @@ from speechbert.models.load import UpstreamSpec
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-"""The repo's ``configs/`` folder (primary config ``superb.yaml``)."""
 
 
 @dataclass

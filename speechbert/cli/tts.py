@@ -36,6 +36,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from speechbert.audio import SAMPLE_RATE, load_audio
+from speechbert.cli import CONFIG_DIR
 from speechbert.cli.common import run_main, write_run_config
 from speechbert.cli.store import from_node, retuple, to_node
 from speechbert.errors import ConfigError, SpeechbertError
@@ -70,8 +71,6 @@ from speechbert.models.tts.mel import LogMelSpectrogram
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-"""The repo's ``configs/`` folder (primary config ``tts.yaml``)."""
 STAGES = ("text2vec", "vec2wav")
 """What ``stage=`` trains."""
 
