@@ -58,7 +58,9 @@ class TtsDataConfig:
     valid_manifests: list[str] = field(default_factory=lambda: [MINI + "dev-clean.tsv"])
     """Validation manifests; an empty list disables validation."""
     upstream_checkpoint: str = "runs/pretrain/hubert_mini_iter2/checkpoints/last.ckpt"
-    """HuBERT checkpoint whose hidden states are the embeddings (any ``load_teacher`` format)."""
+    """Encoder whose hidden states are the embeddings: a HuBERT (any ``load_teacher`` format) or
+    w2v-BERT checkpoint, the kind read from the file (:func:`~speechbert.models.load.
+    checkpoint_kind`)."""
     conditioning: str = "upstream"
     """``upstream``: the checkpoint's hidden states; ``mel``: the 50 Hz log-mel Griffin-Lim
     inverts (:class:`~speechbert.models.tts.mel.MelUpstream`, layer 0; the baseline vocoder)."""
@@ -223,7 +225,7 @@ class TtsDataset(Dataset):
 
 def load_upstream_features(cfg: TtsDataConfig, manifest: str) -> CachedFeatures:
     """All hidden states of ``manifest`` from the cache, computing them on a miss."""
-    from speechbert.models.hubert.convert import load_teacher
+    from speechbert.models.load import load_checkpoint_encoder
     from speechbert.models.tts.mel import MelUpstream
 
     utterances = read_manifest(manifest)
@@ -234,7 +236,7 @@ def load_upstream_features(cfg: TtsDataConfig, manifest: str) -> CachedFeatures:
     if found is not None:
         return found
     upstream = MelUpstream() if cfg.conditioning == "mel" else \
-        load_teacher(cfg.upstream_checkpoint).eval()
+        load_checkpoint_encoder(cfg.upstream_checkpoint)
     return cache.get_or_compute(key, utterances, upstream_compute_fn(upstream), batch_size=8,
                                 progress=False)
 

@@ -114,6 +114,36 @@ def load_upstream(spec: UpstreamSpec) -> LoadedUpstream:
                           macs_per_second=measure_macs_per_second(module))
 
 
+def checkpoint_kind(path: str | Path) -> str:
+    """The :attr:`UpstreamSpec.kind` of an encoder file or folder, read from what it holds: a
+    transformers folder is ``hf``, a ``.pt`` file ``fairseq``, and one of our ``.ckpt`` files
+    ``w2vbert`` when its ``model_config`` is a w2v-BERT one (it has ``num_bert_layers``), else
+    ``hubert``. Raises :class:`CheckpointError` for a missing path or another format."""
+    src = Path(path)
+    if src.is_dir():
+        return "hf"
+    if not src.is_file():
+        raise CheckpointError(f"{src}: upstream checkpoint not found; check the path")
+    if src.suffix == ".pt":
+        return "fairseq"
+    if src.suffix != ".ckpt":
+        raise CheckpointError(f"{src}: unknown upstream format; expected a transformers folder, "
+                              f"a fairseq .pt file or a speechbert .ckpt file")
+    from speechbert.models.hubert.convert import load_checkpoint_file
+
+    hparams = load_checkpoint_file(src).get("hyper_parameters") or {}
+    config = hparams.get("model_config") if isinstance(hparams, dict) else None
+    return "w2vbert" if isinstance(config, dict) and "num_bert_layers" in config else "hubert"
+
+
+def load_checkpoint_encoder(path: str | Path) -> nn.Module:
+    """The encoder (an :class:`~speechbert.models.upstream.Upstream`, eval mode, CPU) of a HuBERT
+    or w2v-BERT checkpoint of any supported format, its kind inferred by
+    :func:`checkpoint_kind`."""
+    kind = checkpoint_kind(path)
+    return _load_module(UpstreamSpec(name="encoder", kind=kind, path=str(path))).eval()
+
+
 def _fbank(spec: UpstreamSpec) -> LoadedUpstream:
     config = FbankConfig(num_mel_bins=spec.fbank_mel_bins, delta_order=spec.fbank_delta_order)
     module = FbankUpstream(config)

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from speechbert.cli.tts import run, tts_main, vc_main
-from speechbert.models.tts.pipeline import TtsPipeline
+from speechbert.models.tts.pipeline import TtsPipeline, Vocoder, read_stage_checkpoint
 from tests.lightning.tts_toy import compose_config, toy_overrides, write_toy_tts
 
 
@@ -39,6 +39,20 @@ def test_vec2wav_steps_both_optimizers_and_starts_the_gan_after_warm_up(
     hparams = ckpt["hyper_parameters"]
     assert hparams["speaker_ids"] == ["s0", "s1"] and hparams["layer"] == 1
     assert ckpt["state_dict"]["speaker_table"].shape == (2, 128)  # tiny HuBERT width
+
+
+def test_vec2wav_trains_on_a_w2vbert_checkpoint_and_copy_synthesizes(
+        toy_runs: dict[str, Path]) -> None:
+    root, run_dir = toy_runs["root"], toy_runs["root"] / "runs" / "vec2wav_w2vbert"
+    overrides = toy_overrides(root, run_dir, "vec2wav", max_steps=2)
+    overrides = [o for o in overrides if not o.startswith("data.upstream_checkpoint=")]
+    run(compose_config([*overrides, f"data.upstream_checkpoint={root / 'w2vbert.ckpt'}"]))
+    ckpt = read_stage_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt.hparams["upstream_checkpoint"] == str(root / "w2vbert.ckpt")
+    vocoder = Vocoder(ckpt)  # reloads the w2v-BERT encoder from the path it was trained on
+    wav = vocoder.copy_synthesis(torch.randn(8_000))
+    # 0.5 s: 48 fbank frames (25 ms window, 10 ms hop) stacked in pairs = 24 frames of 20 ms
+    assert wav.numel() == 24 * 320 and bool(torch.isfinite(wav).all())
 
 
 def test_text2vec_run_writes_metrics_and_timing(toy_runs: dict[str, Path]) -> None:

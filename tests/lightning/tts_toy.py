@@ -1,7 +1,8 @@
-"""A tiny synthetic TTS setup: six tone-and-noise utterances with text, a random tiny HuBERT
-checkpoint as the upstream, and a composed ``speechbert-tts-train`` config sized to run in
-seconds. ``python -m tests.lightning.tts_toy --root R --run-dir D --stage S [--pause-at-step N]``
-trains like the CLI (child processes of the resume test use it); with ``--pause-at-step`` it
+"""A tiny synthetic TTS setup: six tone-and-noise utterances with text, random tiny HuBERT and
+w2v-BERT checkpoints as upstreams (HuBERT's by default), and a composed
+``speechbert-tts-train`` config sized to run in seconds.
+``python -m tests.lightning.tts_toy --root R --run-dir D --stage S [--pause-at-step N]`` trains
+like the CLI (child processes of the resume test use it); with ``--pause-at-step`` it
 writes ``<run-dir>/paused`` at the start of that global step and blocks until killed.
 """
 
@@ -24,6 +25,8 @@ from speechbert.cli.tts import CONFIG_DIR, run
 from speechbert.data.manifest import Utterance, write_manifest
 from speechbert.models.hubert import config as hubert_config
 from speechbert.models.hubert.build import build_hubert_pretrain
+from speechbert.models.w2vbert import config as w2vbert_config
+from speechbert.models.w2vbert.build import build_w2vbert
 
 TEXTS = ("a cat sat", "the dog ran far", "one two three", "hello there", "big red box",
          "we go now")
@@ -31,7 +34,8 @@ TEXTS = ("a cat sat", "the dog ran far", "one two three", "hello there", "big re
 
 
 def write_toy_tts(root: Path) -> Path:
-    """Audio, a manifest and a tiny HuBERT checkpoint under ``root``; returns ``root``."""
+    """Audio, a manifest and tiny HuBERT and w2v-BERT checkpoints (``hubert.ckpt``,
+    ``w2vbert.ckpt``) under ``root``; returns ``root``."""
     rng = np.random.default_rng(0)
     utts = []
     for i, text in enumerate(TEXTS):
@@ -45,11 +49,12 @@ def write_toy_tts(root: Path) -> Path:
                               text=text.upper()))
     write_manifest(root / "train.tsv", utts)
     torch.manual_seed(0)
-    cfg = hubert_config.tiny()
-    model = build_hubert_pretrain(cfg)
-    torch.save({"hyper_parameters": {"model_config": asdict(cfg)},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
-               root / "hubert.ckpt")
+    h_cfg, w_cfg = hubert_config.tiny(), w2vbert_config.tiny()
+    for name, model, cfg in (("hubert", build_hubert_pretrain(h_cfg), asdict(h_cfg)),
+                             ("w2vbert", build_w2vbert(w_cfg), asdict(w_cfg))):
+        torch.save({"hyper_parameters": {"model_config": cfg},
+                    "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
+                   root / f"{name}.ckpt")
     return root
 
 

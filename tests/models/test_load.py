@@ -17,7 +17,13 @@ from speechbert.models.lighthubert import space
 from speechbert.models.lighthubert.checkpoint import space_to_dict
 from speechbert.models.lighthubert.extract import extract_subnet, save_dense
 from speechbert.models.lighthubert.supernet import build_supernet
-from speechbert.models.load import UpstreamSpec, dense_arch, load_upstream
+from speechbert.models.load import (
+    UpstreamSpec,
+    checkpoint_kind,
+    dense_arch,
+    load_checkpoint_encoder,
+    load_upstream,
+)
 from speechbert.models.upstream import Upstream
 from speechbert.models.w2vbert import config as w2vbert_config
 from speechbert.models.w2vbert.build import build_w2vbert
@@ -130,3 +136,21 @@ def test_missing_checkpoint_and_subnet_file(tmp_path: Path) -> None:
         load_upstream(UpstreamSpec(name="h", kind="hubert", path=str(tmp_path / "no.ckpt")))
     with pytest.raises(CheckpointError, match="model.safetensors"):
         load_upstream(UpstreamSpec(name="x", kind="hf", path=str(tmp_path)))
+
+
+def test_checkpoint_kind_is_read_from_the_file(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    h_cfg, w_cfg = hubert_config.tiny(), w2vbert_config.tiny()
+    hubert = _lightning_ckpt(tmp_path / "h.ckpt", build_hubert_pretrain(h_cfg), asdict(h_cfg))
+    w2vbert = _lightning_ckpt(tmp_path / "w.ckpt", build_w2vbert(w_cfg), asdict(w_cfg))
+    for name in ("x.pt", "x.bin"):
+        (tmp_path / name).touch()
+    assert [checkpoint_kind(p) for p in (hubert, w2vbert, tmp_path, tmp_path / "x.pt")] == \
+        ["hubert", "w2vbert", "hf", "fairseq"]
+    encoder = load_checkpoint_encoder(w2vbert)
+    assert isinstance(encoder, Upstream) and not encoder.training
+    assert encoder.num_layers == w_cfg.num_layers + 1
+    with pytest.raises(CheckpointError, match="unknown upstream format"):
+        checkpoint_kind(tmp_path / "x.bin")
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoint_kind(tmp_path / "missing.ckpt")

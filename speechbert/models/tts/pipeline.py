@@ -23,7 +23,7 @@ import torch
 
 from speechbert.audio import load_audio
 from speechbert.errors import CheckpointError, ConfigError
-from speechbert.models.hubert.convert import load_teacher
+from speechbert.models.load import load_checkpoint_encoder
 from speechbert.models.tts.embeddings import FeatureStats, speaker_vector
 from speechbert.models.tts.mel import MelUpstream
 from speechbert.models.tts.text import character_encoder
@@ -150,11 +150,11 @@ class TextToEmbeddings:
 
 
 def load_upstream(ckpt: StageCheckpoint) -> Upstream:
-    """The upstream a stage was trained on (eval mode): the HuBERT checkpoint, or the 50 Hz
-    log-mel for a mel-conditioned vocoder."""
+    """The upstream a stage was trained on (eval mode): the HuBERT or w2v-BERT checkpoint, or
+    the 50 Hz log-mel for a mel-conditioned vocoder."""
     if ckpt.hparams.get("conditioning") == "mel":
         return MelUpstream()
-    return load_teacher(ckpt.hparams["upstream_checkpoint"]).eval()
+    return load_checkpoint_encoder(ckpt.hparams["upstream_checkpoint"])  # type: ignore[return-value]
 
 
 class TtsPipeline:
