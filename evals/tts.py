@@ -1,6 +1,6 @@
 """WavThruVec figures on the bundled corpus, as JSON and a spectrogram PNG (runs/demo/tts/).
 
-``python -m evals.tts`` takes the first ``--num`` utterances of the test manifest and makes five
+``python -m evals.tts`` takes the first ``--num`` utterances of the test manifest and makes six
 versions of each:
 
 real          the recording (the ceiling for intelligibility and speaker similarity);
@@ -11,13 +11,19 @@ mel_vocoder   the same vec2wav recipe trained on the 50 Hz log-mel instead of em
               recording's mel: a vocoder with exactly the information Griffin-Lim gets;
 griffin_lim   Griffin-Lim from the recording's 80-bin mel at the vocoder's 50 Hz frame rate
               (:data:`~speechbert.models.tts.griffin_lim.BASELINE_MEL`, 32 iterations);
+griffin_lim_embeddings
+              Griffin-Lim from the mel a ridge map predicts from the recording's embeddings
+              (:class:`~speechbert.models.tts.griffin_lim.LinearMelProbe`, fitted on
+              ``--probe-num`` training utterances): a classical inversion of exactly what the
+              vocoder is given;
 tts           text2vec on the transcript with the recording's speaker vector, then vec2wav.
 
 "The vocoder beats Griffin-Lim" (``vocoder_beats_griffin_lim_mcd``) is judged on ``copy``, the
 embedding-conditioned vec2wav the pipeline ships, against ``griffin_lim``. ``copy`` pays for
 what the upstream layer does not keep of the spectrum, which a vocoder cannot put back, so
 ``mel_vocoder_beats_griffin_lim_mcd`` also compares the same recipe on exactly Griffin-Lim's
-input: that one measures the vocoder, the first the vocoder with its features.
+input, and ``vocoder_beats_griffin_lim_on_embeddings_mcd`` Griffin-Lim on exactly the
+vocoder's input: those two measure the inversion, the first the vocoder with its features.
 
 For every system the report gives: mel-cepstral distortion against the recording
 (DTW-aligned, speech frames,
@@ -43,16 +49,27 @@ import torch
 
 from speechbert.audio import SAMPLE_RATE
 from speechbert.data.manifest import Utterance, load_utterance, read_manifest
-from speechbert.models.tts.griffin_lim import griffin_lim_resynthesis, mel_cepstral_distortion
+from speechbert.models.tts.griffin_lim import (
+    LinearMelProbe,
+    griffin_lim_resynthesis,
+    mel_cepstral_distortion,
+)
 from speechbert.models.tts.pipeline import TtsPipeline, Vocoder, read_stage_checkpoint
 
-SYSTEMS = ("real", "copy", "mel_vocoder", "griffin_lim", "tts")
+SYSTEMS = ("real", "copy", "mel_vocoder", "griffin_lim", "griffin_lim_embeddings", "tts")
 """The versions of every test utterance, in report order."""
 
 
-def synthesize(pipeline: TtsPipeline, mel_vocoder: Vocoder | None,
-               utt: Utterance) -> dict[str, torch.Tensor]:
-    """The versions (S,) of one test utterance (no ``mel_vocoder`` without one)."""
+def fit_probe(vocoder: Vocoder, utts: list[Utterance]) -> LinearMelProbe:
+    """The ridge map from ``vocoder``'s normalised embeddings to the baseline mel, on ``utts``."""
+    return LinearMelProbe.fit((vocoder.speakers.embed(wav)[0], wav)
+                              for wav in (load_utterance(u) for u in utts))
+
+
+def synthesize(pipeline: TtsPipeline, mel_vocoder: Vocoder | None, utt: Utterance,
+               probe: LinearMelProbe | None = None) -> dict[str, torch.Tensor]:
+    """The versions (S,) of one test utterance (no ``mel_vocoder`` or
+    ``griffin_lim_embeddings`` without a vocoder or probe)."""
     real = load_utterance(utt)
     vocoder = pipeline.vocoder
     features, speaker = vocoder.speakers.embed(real)
@@ -64,6 +81,8 @@ def synthesize(pipeline: TtsPipeline, mel_vocoder: Vocoder | None,
            "tts": vocoder(vocoder.speakers.stats.normalise(t2v_raw), speaker)}
     if mel_vocoder is not None:
         out["mel_vocoder"] = mel_vocoder.copy_synthesis(real)
+    if probe is not None:
+        out["griffin_lim_embeddings"] = probe.resynthesize(features, real.numel())
     return {name: out[name] for name in SYSTEMS if name in out}
 
 
@@ -139,6 +158,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", default="runs", help="runs folder")
     parser.add_argument("--manifest", default="data/mini/manifests/librispeech/test-clean.tsv")
     parser.add_argument("--num", type=int, default=8, help="test utterances")
+    parser.add_argument("--probe-manifest",
+                        default="data/mini/manifests/librispeech/train-clean-100.tsv",
+                        help="utterances the embeddings-to-mel ridge map is fitted on")
+    parser.add_argument("--probe-num", type=int, default=200,
+                        help="how many of them (0: no griffin_lim_embeddings system)")
     parser.add_argument("--superb", default="runs/superb/w2vbert_mini",
                         help="SUPERB cells of the upstream (asr/, sv/) used as judges")
     parser.add_argument("--out", default="runs/demo/tts")
@@ -159,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mel_vocoder = Vocoder(read_stage_checkpoint(stages["vec2wav_mel"] /
                                                     "checkpoints/last.ckpt"))
     utts = [u for u in read_manifest(args.manifest) if u.text][:args.num]
-    versions = [synthesize(pipeline, mel_vocoder, u) for u in utts]
+    probe = fit_probe(pipeline.vocoder, read_manifest(args.probe_manifest)[:args.probe_num]) \
+        if args.probe_num > 0 else None
+    versions = [synthesize(pipeline, mel_vocoder, u, probe) for u in utts]
     report: dict[str, Any] = {
         "utterances": [u.id for u in utts], "mcd_db": mcd_figures(versions),
         **superb_figures(versions, utts, Path(args.superb)),
@@ -170,6 +196,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["vocoder_beats_griffin_lim_mcd"] = mcd["copy"] < mcd["griffin_lim"]
     if "mel_vocoder" in mcd:
         report["mel_vocoder_beats_griffin_lim_mcd"] = mcd["mel_vocoder"] < mcd["griffin_lim"]
+    if "griffin_lim_embeddings" in mcd:
+        report["vocoder_beats_griffin_lim_on_embeddings_mcd"] = \
+            mcd["copy"] < mcd["griffin_lim_embeddings"]
     write_listening_wavs(versions, out)
     report["eval_seconds"] = round(time.perf_counter() - start, 1)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")

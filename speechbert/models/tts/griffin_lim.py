@@ -9,6 +9,10 @@ spectral envelope at the same time resolution the vocoder is conditioned on, but
 linear magnitude (which would make it a near-lossless "phase only" reconstruction, unfairly
 strong) and not a finer frame rate than the vocoder has.
 
+**Griffin-Lim on the embeddings.** :class:`LinearMelProbe` is a ridge regression from the
+vocoder's own input (normalised embedding frames) to the log of that mel; Griffin-Lim on its
+prediction is what a classical inversion makes of exactly the information the vocoder gets.
+
 **MCD.** :func:`mel_cepstral_distortion` compares two waveforms by mel-cepstra from an
 analysis that neither system was given (:data:`MCD_ANALYSIS`: 25 ms Hann window, 5 ms hop,
 80 mel bands, the usual MCD frame settings): the DCT-II of the natural-log magnitude mel
@@ -30,6 +34,8 @@ gives somewhat different values; compare systems within this function.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import librosa
 import numpy as np
@@ -68,11 +74,15 @@ def mel_magnitude(wav: torch.Tensor | np.ndarray, config: MelConfig | None = Non
 
 def mel_to_waveform(mel: np.ndarray, num_samples: int | None = None,
                     config: MelConfig | None = None, n_iter: int = 32) -> np.ndarray:
-    """Griffin-Lim waveform (T,) from a magnitude mel spectrogram (n_mels, frames)."""
+    """Griffin-Lim waveform (T,) from a magnitude mel spectrogram (n_mels, frames): the mel
+    back to a linear magnitude by non-negative least squares, then ``n_iter`` Griffin-Lim
+    iterations from a seeded random phase (so repeated runs give the same audio)."""
     c = config or MelConfig()
-    return librosa.feature.inverse.mel_to_audio(
-        mel, sr=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-        fmin=c.f_min, fmax=c.f_max, power=1.0, n_iter=n_iter, length=num_samples)
+    stft = librosa.feature.inverse.mel_to_stft(mel, sr=c.sample_rate, n_fft=c.n_fft, power=1.0,
+                                               fmin=c.f_min, fmax=c.f_max)
+    return librosa.griffinlim(stft, n_iter=n_iter, hop_length=c.hop_length,
+                              win_length=c.win_length, n_fft=c.n_fft, length=num_samples,
+                              random_state=0)
 
 
 def griffin_lim_resynthesis(wav: torch.Tensor | np.ndarray, config: MelConfig | None = None,
@@ -115,3 +125,46 @@ def mel_cepstral_distortion(ref_wav: torch.Tensor | np.ndarray,
     path = path[speech_frames(ref_wav, config)[path[:, 0]]]  # (P', 2)
     distances = np.linalg.norm(ref[path[:, 0]] - syn[path[:, 1]], axis=1)  # (P',)
     return float(MCD_CONSTANT * distances.mean())
+
+
+@dataclass
+class LinearMelProbe:
+    """A ridge map from embedding frames (T, D) to log-mel frames of :data:`BASELINE_MEL`."""
+
+    weight: np.ndarray
+    """(D + 1, n_mels): the last row is the bias."""
+    config: MelConfig = BASELINE_MEL
+    """The mel predicted (and inverted by :meth:`resynthesize`)."""
+
+    @classmethod
+    def fit(cls, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], ridge: float = 1.0,
+            config: MelConfig = BASELINE_MEL) -> LinearMelProbe:
+        """Fit on ``(features (T, D), wav (S,))`` pairs; frame ``t`` of the features is paired
+        with mel frame ``t`` (both 20 ms apart from the start of the audio)."""
+        xs, ys = [], []
+        for features, wav in pairs:
+            log_mel = np.log(np.maximum(mel_magnitude(wav, config), config.log_floor)).T
+            n = min(features.shape[0], log_mel.shape[0])
+            xs.append(features[:n].double().numpy())
+            ys.append(log_mel[:n])
+        if not xs:
+            raise ConfigError("LinearMelProbe.fit needs at least one (features, wav) pair")
+        x = np.concatenate(xs)  # (N, D)
+        x = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)  # (N, D + 1)
+        y = np.concatenate(ys).astype(np.float64)  # (N, n_mels)
+        gram = x.T @ x + ridge * np.eye(x.shape[1])
+        return cls(np.linalg.solve(gram, x.T @ y), config)
+
+    def log_mel(self, features: torch.Tensor) -> np.ndarray:
+        """Predicted log-mel (n_mels, T) of ``features`` (T, D)."""
+        x = features.double().numpy()
+        return (np.concatenate([x, np.ones((x.shape[0], 1))], axis=1) @ self.weight).T
+
+    def resynthesize(self, features: torch.Tensor, num_samples: int,
+                     n_iter: int = 32) -> torch.Tensor:
+        """Griffin-Lim waveform (num_samples,) from the mel predicted for ``features``."""
+        mel = np.exp(self.log_mel(features))  # (n_mels, T)
+        frames = 1 + num_samples // self.config.hop_length  # what librosa's framing expects
+        mel = np.pad(mel, ((0, 0), (0, max(0, frames - mel.shape[1]))), mode="edge")
+        out = mel_to_waveform(mel[:, :frames], num_samples, self.config, n_iter)
+        return torch.from_numpy(out.astype(np.float32))
