@@ -131,7 +131,7 @@ def checkpoint_kind(path: str | Path) -> str:
                               f"a fairseq .pt file or a speechbert .ckpt file")
     from speechbert.models.hubert.convert import load_checkpoint_file
 
-    hparams = load_checkpoint_file(src).get("hyper_parameters") or {}
+    hparams = load_checkpoint_file(src, mmap=True).get("hyper_parameters") or {}
     config = hparams.get("model_config") if isinstance(hparams, dict) else None
     return "w2vbert" if isinstance(config, dict) and "num_bert_layers" in config else "hubert"
 

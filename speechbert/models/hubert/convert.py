@@ -134,8 +134,10 @@ def _stand_ins(path: Path) -> list[Callable[..., Any] | tuple[Callable[..., Any]
     return stand_ins
 
 
-def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+def load_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """Read a ``torch.save`` file safely on the CPU: tensors as tensors, foreign classes opaque.
+    With ``mmap`` the tensors stay on disk until touched (for reading only the metadata of a
+    zip-format file).
 
     Raises :class:`CheckpointError` naming the file when it is missing or not a torch checkpoint.
     """
@@ -144,7 +146,7 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{src}: checkpoint file not found")
     with torch.serialization.safe_globals(_stand_ins(src)):
         try:
-            ckpt = torch.load(src, map_location="cpu", weights_only=True)
+            ckpt = torch.load(src, map_location="cpu", weights_only=True, mmap=mmap)
         except Exception as exc:  # pickle, zip and torch errors all mean "unreadable"
             raise CheckpointError(f"{src}: cannot read the checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict):
