@@ -59,8 +59,8 @@ class TtsDataConfig:
     """Validation manifests; an empty list disables validation."""
     upstream_checkpoint: str = "runs/pretrain/hubert_mini_iter2/checkpoints/last.ckpt"
     """Encoder whose hidden states are the embeddings: a HuBERT (any ``load_teacher`` format) or
-    w2v-BERT checkpoint, the kind read from the file (:func:`~speechbert.models.load.
-    checkpoint_kind`)."""
+    w2v-BERT checkpoint, or a subnet's ``encoder.pt`` from ``speechbert-export``, the kind read
+    from the file (:func:`~speechbert.models.load.checkpoint_kind`)."""
     conditioning: str = "upstream"
     """``upstream``: the checkpoint's hidden states; ``mel``: the 50 Hz log-mel Griffin-Lim
     inverts (:class:`~speechbert.models.tts.mel.MelUpstream`, layer 0; the baseline vocoder)."""

@@ -116,21 +116,25 @@ def load_upstream(spec: UpstreamSpec) -> LoadedUpstream:
 
 def checkpoint_kind(path: str | Path) -> str:
     """The :attr:`UpstreamSpec.kind` of an encoder file or folder, read from what it holds: a
-    transformers folder is ``hf``, a ``.pt`` file ``fairseq``, and one of our ``.ckpt`` files
-    ``w2vbert`` when its ``model_config`` is a w2v-BERT one (it has ``num_bert_layers``), else
-    ``hubert``. Raises :class:`CheckpointError` for a missing path or another format."""
+    transformers folder is ``hf``; a ``.pt`` file is ``dense`` when ``speechbert-export`` wrote
+    it, else ``fairseq``; one of our ``.ckpt`` files is ``w2vbert`` when its ``model_config`` is
+    a w2v-BERT one (it has ``num_bert_layers``), else ``hubert``. Raises
+    :class:`CheckpointError` for a missing path or another format."""
+    from speechbert.models.hubert.convert import load_checkpoint_file
+    from speechbert.models.lighthubert.extract import CHECKPOINT_FORMAT
+
     src = Path(path)
     if src.is_dir():
         return "hf"
     if not src.is_file():
         raise CheckpointError(f"{src}: upstream checkpoint not found; check the path")
     if src.suffix == ".pt":
-        return "fairseq"
+        return "dense" if load_checkpoint_file(src, mmap=True).get("format") == \
+            CHECKPOINT_FORMAT else "fairseq"
     if src.suffix != ".ckpt":
         raise CheckpointError(f"{src}: unknown upstream format; expected a transformers folder, "
-                              f"a fairseq .pt file or a speechbert .ckpt file")
-    from speechbert.models.hubert.convert import load_checkpoint_file
-
+                              f"a .pt file (fairseq, or speechbert-export's encoder.pt) or a "
+                              f"speechbert .ckpt file")
     hparams = load_checkpoint_file(src, mmap=True).get("hyper_parameters") or {}
     config = hparams.get("model_config") if isinstance(hparams, dict) else None
     return "w2vbert" if isinstance(config, dict) and "num_bert_layers" in config else "hubert"
@@ -138,9 +142,13 @@ def checkpoint_kind(path: str | Path) -> str:
 
 def load_checkpoint_encoder(path: str | Path) -> nn.Module:
     """The encoder (an :class:`~speechbert.models.upstream.Upstream`, eval mode, CPU) of a HuBERT
-    or w2v-BERT checkpoint of any supported format, its kind inferred by
-    :func:`checkpoint_kind`."""
+    or w2v-BERT checkpoint of any supported format, or of an exported subnet, its kind inferred
+    by :func:`checkpoint_kind`."""
     kind = checkpoint_kind(path)
+    if kind == "dense":
+        from speechbert.models.lighthubert.extract import load_dense
+
+        return load_dense(path).eval()
     return _load_module(UpstreamSpec(name="encoder", kind=kind, path=str(path))).eval()
 
 

@@ -143,13 +143,17 @@ def test_checkpoint_kind_is_read_from_the_file(tmp_path: Path) -> None:
     h_cfg, w_cfg = hubert_config.tiny(), w2vbert_config.tiny()
     hubert = _lightning_ckpt(tmp_path / "h.ckpt", build_hubert_pretrain(h_cfg), asdict(h_cfg))
     w2vbert = _lightning_ckpt(tmp_path / "w.ckpt", build_w2vbert(w_cfg), asdict(w_cfg))
-    for name in ("x.pt", "x.bin"):
-        (tmp_path / name).touch()
-    assert [checkpoint_kind(p) for p in (hubert, w2vbert, tmp_path, tmp_path / "x.pt")] == \
-        ["hubert", "w2vbert", "hf", "fairseq"]
-    encoder = load_checkpoint_encoder(w2vbert)
-    assert isinstance(encoder, Upstream) and not encoder.training
-    assert encoder.num_layers == w_cfg.num_layers + 1
+    torch.save({"cfg": {"model": {}}, "model": {}}, tmp_path / "fairseq.pt")  # shape only
+    tiny = space.tiny()
+    dense = save_dense(extract_subnet(build_supernet(tiny.arch).eval(), tiny.default),
+                       tmp_path / "encoder.pt")
+    (tmp_path / "x.bin").touch()
+    paths = (hubert, w2vbert, tmp_path, tmp_path / "fairseq.pt", dense)
+    assert [checkpoint_kind(p) for p in paths] == ["hubert", "w2vbert", "hf", "fairseq", "dense"]
+    for path, layers in ((w2vbert, w_cfg.num_layers + 1), (dense, tiny.default.depth + 1)):
+        encoder = load_checkpoint_encoder(path)
+        assert isinstance(encoder, Upstream) and not encoder.training
+        assert encoder.num_layers == layers
     with pytest.raises(CheckpointError, match="unknown upstream format"):
         checkpoint_kind(tmp_path / "x.bin")
     with pytest.raises(CheckpointError, match="not found"):
