@@ -73,10 +73,9 @@ def synthesize(pipeline: TtsPipeline, mel_vocoder: Vocoder | None, utt: Utteranc
     real = load_utterance(utt)
     vocoder = pipeline.vocoder
     features, speaker = vocoder.speakers.embed(real)
-    raw = features * vocoder.speakers.stats.std + vocoder.speakers.stats.mean
     t2v_features = pipeline.text2vec(utt.text or "", speaker)
     t2v_raw = t2v_features * pipeline.t2v_stats.std + pipeline.t2v_stats.mean
-    out = {"real": real, "copy": vocoder(vocoder.speakers.stats.normalise(raw), speaker),
+    out = {"real": real, "copy": vocoder(features, speaker),
            "griffin_lim": griffin_lim_resynthesis(real),
            "tts": vocoder(vocoder.speakers.stats.normalise(t2v_raw), speaker)}
     if mel_vocoder is not None:

@@ -144,12 +144,8 @@ def load_checkpoint_encoder(path: str | Path) -> nn.Module:
     """The encoder (an :class:`~speechbert.models.upstream.Upstream`, eval mode, CPU) of a HuBERT
     or w2v-BERT checkpoint of any supported format, or of an exported subnet, its kind inferred
     by :func:`checkpoint_kind`."""
-    kind = checkpoint_kind(path)
-    if kind == "dense":
-        from speechbert.models.lighthubert.extract import load_dense
-
-        return load_dense(path).eval()
-    return _load_module(UpstreamSpec(name="encoder", kind=kind, path=str(path))).eval()
+    return _load_module(UpstreamSpec(name="encoder", kind=checkpoint_kind(path),
+                                      path=str(path))).eval()
 
 
 def _fbank(spec: UpstreamSpec) -> LoadedUpstream:
@@ -162,12 +158,17 @@ def _fbank(spec: UpstreamSpec) -> LoadedUpstream:
 
 
 def _load_module(spec: UpstreamSpec) -> nn.Module:
-    """The encoder of the checkpoint kinds read by the families' own loaders."""
+    """The encoder of the checkpoint kinds read by the families' own loaders (a dense export
+    too, for callers that need only the module)."""
     assert spec.path is not None
     if spec.kind == "w2vbert":
         from speechbert.models.w2vbert.upstream import load_w2vbert_checkpoint
 
         return load_w2vbert_checkpoint(spec.path)
+    if spec.kind == "dense":
+        from speechbert.models.lighthubert.extract import load_dense
+
+        return load_dense(spec.path)
     from speechbert.models.hubert import convert
 
     loaders = {"hubert": convert.load_hubert_checkpoint, "hf": convert.load_hf_folder,

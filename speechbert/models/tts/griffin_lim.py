@@ -72,6 +72,14 @@ def mel_magnitude(wav: torch.Tensor | np.ndarray, config: MelConfig | None = Non
         win_length=c.win_length, n_mels=c.n_mels, fmin=c.f_min, fmax=c.f_max, power=1.0)
 
 
+def log_mel_magnitude(wav: torch.Tensor | np.ndarray,
+                      config: MelConfig | None = None) -> np.ndarray:
+    """Natural-log magnitude mel (n_mels, frames) of ``wav`` (T,), floored at
+    ``config.log_floor``."""
+    c = config or MelConfig()
+    return np.log(np.maximum(mel_magnitude(wav, c), c.log_floor))
+
+
 def mel_to_waveform(mel: np.ndarray, num_samples: int | None = None,
                     config: MelConfig | None = None, n_iter: int = 32) -> np.ndarray:
     """Griffin-Lim waveform (T,) from a magnitude mel spectrogram (n_mels, frames): the mel
@@ -100,7 +108,7 @@ def mel_cepstrum(wav: torch.Tensor | np.ndarray, config: MelConfig | None = None
     """Mel-cepstra ``c0..c{num_coefficients}`` (frames, 1 + num_coefficients) of ``wav`` (T,)
     in true cepstral units (see the module doc); default analysis :data:`MCD_ANALYSIS`."""
     c = config or MCD_ANALYSIS
-    log_mel = np.log(np.maximum(mel_magnitude(wav, c), c.log_floor))  # (n_mels, frames)
+    log_mel = log_mel_magnitude(wav, c)  # (n_mels, frames)
     cepstra = scipy.fft.dct(log_mel, type=2, axis=0, norm="ortho")  # (n_mels, frames)
     cepstra /= math.sqrt(2 * c.n_mels)
     return cepstra[:num_coefficients + 1].T  # (frames, 1 + num_coefficients)
@@ -143,22 +151,20 @@ class LinearMelProbe:
         with mel frame ``t`` (both 20 ms apart from the start of the audio)."""
         xs, ys = [], []
         for features, wav in pairs:
-            log_mel = np.log(np.maximum(mel_magnitude(wav, config), config.log_floor)).T
+            log_mel = log_mel_magnitude(wav, config).T  # (frames, n_mels)
             n = min(features.shape[0], log_mel.shape[0])
-            xs.append(features[:n].double().numpy())
+            xs.append(_with_bias(features[:n]))
             ys.append(log_mel[:n])
         if not xs:
             raise ConfigError("LinearMelProbe.fit needs at least one (features, wav) pair")
-        x = np.concatenate(xs)  # (N, D)
-        x = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)  # (N, D + 1)
+        x = np.concatenate(xs)  # (N, D + 1)
         y = np.concatenate(ys).astype(np.float64)  # (N, n_mels)
         gram = x.T @ x + ridge * np.eye(x.shape[1])
         return cls(np.linalg.solve(gram, x.T @ y), config)
 
     def log_mel(self, features: torch.Tensor) -> np.ndarray:
         """Predicted log-mel (n_mels, T) of ``features`` (T, D)."""
-        x = features.double().numpy()
-        return (np.concatenate([x, np.ones((x.shape[0], 1))], axis=1) @ self.weight).T
+        return (_with_bias(features) @ self.weight).T
 
     def resynthesize(self, features: torch.Tensor, num_samples: int,
                      n_iter: int = 32) -> torch.Tensor:
@@ -168,3 +174,9 @@ class LinearMelProbe:
         mel = np.pad(mel, ((0, 0), (0, max(0, frames - mel.shape[1]))), mode="edge")
         out = mel_to_waveform(mel[:, :frames], num_samples, self.config, n_iter)
         return torch.from_numpy(out.astype(np.float32))
+
+
+def _with_bias(features: torch.Tensor) -> np.ndarray:
+    """(T, D) float tensor -> (T, D + 1) float64 array with a column of ones."""
+    x = features.double().numpy()
+    return np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
