@@ -72,6 +72,7 @@ from speechbert.losses.distill import (
 )
 from speechbert.losses.distill_score import seeded_mask
 from speechbert.models.hubert.convert import load_teacher
+from speechbert.models.hubert.fbank_frontend import FBANK_MODE, FbankFeatureExtractor
 from speechbert.models.hubert.upstream import HubertUpstream
 from speechbert.models.lighthubert.checkpoint import load_supernet, space_to_dict
 from speechbert.models.lighthubert.dense import json_ready
@@ -235,7 +236,16 @@ class DistillModule(L.LightningModule):
 
 def check_teacher(teacher: HubertUpstream, space: SearchSpace, loss: DistillLossConfig,
                   source: str) -> None:
-    """Fail early when the teacher cannot teach this space: frame rates, target layers."""
+    """Fail early when the teacher cannot teach this space: front ends, frame rates, target
+    layers."""
+    teacher_kind = "fbank" if isinstance(teacher.model.feature_extractor,
+                                         FbankFeatureExtractor) else "conv"
+    student_kind = "fbank" if space.arch.extractor_mode == FBANK_MODE else "conv"
+    if teacher_kind != student_kind:
+        raise ConfigError(f"distill.teacher={source} has a {teacher_kind} front end but "
+                          f"space={space.name!r} has a {student_kind} one; stage 1 starts the "
+                          f"student from the teacher's front end, so pick a space with the same "
+                          f"kind (space=tiny_fbank for a tiny_fbank teacher, space=tiny for tiny)")
     student_conv = tuple((kernel, stride) for _, kernel, stride in space.arch.conv_layers)
     if tuple(teacher.conv_layers) != student_conv:
         raise ConfigError(f"distill.teacher={source}: its conv front end (kernel, stride) "

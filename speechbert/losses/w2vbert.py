@@ -39,7 +39,7 @@ from speechbert.errors import ConfigError
 from speechbert.losses.criterion import LossOutput
 from speechbert.models.w2vbert.build import fbank_extractor, span_masker
 from speechbert.models.w2vbert.config import min_masking_frames, samples_for_frames
-from speechbert.models.w2vbert.frontend import batched_fbank
+from speechbert.nn.fbank import batched_fbank
 
 
 @dataclass

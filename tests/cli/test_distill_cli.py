@@ -1,5 +1,6 @@
-"""``speechbert-distill`` end to end on a slice of the bundled corpus: stage 1 from a tiny
-teacher checkpoint, then stage 2 (sandwich, rewired) from stage 1's ``last.ckpt``."""
+"""``speechbert-distill`` end to end on a slice of the bundled corpus: stage 1 from a tiny fbank
+teacher checkpoint (as the demo's), then stage 2 (sandwich, rewired) from stage 1's
+``last.ckpt``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from speechbert.models.lighthubert.checkpoint import load_supernet
-from speechbert.models.lighthubert.space import tiny
+from speechbert.models.hubert.config import tiny_fbank as hubert_tiny_fbank
+from speechbert.models.lighthubert.space import tiny_fbank
 from tests.cli.run_cli import DEADLINE_S, REPO
 from tests.lightning.toy_distill import save_teacher_checkpoint
 
@@ -36,7 +38,8 @@ def _distill(stage: int, data: dict[str, str], run_dir: Path, *extra: str) -> st
 
 def test_stage1_then_stage2_on_the_bundled_corpus(mini_slice: dict[str, str],
                                                   tmp_path: Path) -> None:
-    teacher = save_teacher_checkpoint(tmp_path / "teacher" / "last.ckpt")
+    teacher = save_teacher_checkpoint(tmp_path / "teacher" / "last.ckpt",
+                                      config=hubert_tiny_fbank())
     stage1 = tmp_path / "stage1"
     log = _distill(1, mini_slice, stage1, f"distill.teacher={teacher}")
     assert "stage 1 student initialised from the teacher: copied" in log
@@ -55,7 +58,7 @@ def test_stage1_then_stage2_on_the_bundled_corpus(mini_slice: dict[str, str],
         metrics)
     for run_dir, stage in ((stage1, 1), (stage2, 2)):
         loaded = load_supernet(run_dir / "checkpoints" / "last.ckpt")
-        assert loaded.space == tiny() and loaded.global_step == 2
+        assert loaded.space == tiny_fbank() and loaded.global_step == 2
         assert loaded.hyper_parameters["stage"] == stage
         assert loaded.hyper_parameters["teacher"] == str(teacher)
         assert loaded.hyper_parameters["loss"]["teacher_layers"] == [-2, -1]

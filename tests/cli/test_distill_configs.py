@@ -46,7 +46,7 @@ def test_every_experiment_composes(experiment: str) -> None:
     stage = int(experiment[-1])
     assert run.distill.stage == stage
     assert isinstance(run.loss.teacher_layers, tuple)
-    assert run.space == ("tiny" if "_mini_" in experiment else experiment.split("_")[1])
+    assert run.space == ("tiny_fbank" if "_mini_" in experiment else experiment.split("_")[1])
     if stage == 2:
         assert run.distill.init_from == (f"runs/distill/{experiment[:-1]}1/checkpoints/last.ckpt")
     if "_mini_" in experiment:
@@ -87,5 +87,6 @@ def test_inputs_are_checked_before_any_work(tmp_path: Path) -> None:
                                  f"data.valid_labels=[{teacher}]"))
     with pytest.raises(ConfigError, match="data.train_labels / data.valid_labels must be null"):
         check_inputs(run)
-    with pytest.raises(ConfigError, match=r"space must be one of \['base', 'small', 'tiny'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"space must be one of \['base', 'small', 'tiny', 'tiny_fbank'\]"):
         search_space("huge")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechbert.models.hubert.config import HubertConfig, tiny
+from speechbert.models.hubert.config import HubertConfig, tiny_fbank
 from speechbert.models.hubert.convert import load_hubert_checkpoint
 from tests.cli.run_cli import NUM_CLASSES, run_cli, slice_overrides
 
@@ -46,7 +46,7 @@ def test_run_folder_resume_auto_and_checkpoint_contract(mini_slice: dict[str, st
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     model_config = ckpt["hyper_parameters"]["model_config"]
     assert HubertConfig.from_dict(model_config) == HubertConfig.from_dict(
-        {**asdict(tiny()), "num_classes": NUM_CLASSES})
+        {**asdict(tiny_fbank()), "num_classes": NUM_CLASSES})
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
     upstream = load_hubert_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     out = upstream(torch.zeros(1, 16_000), torch.tensor([16_000]))

@@ -22,6 +22,7 @@ from speechbert.lightning.pretrain import OptimConfig
 from speechbert.lightning.trainer import TrainerConfig, build_trainer, fit, resume_checkpoint
 from speechbert.losses.distill import DistillLossConfig, build_distill_criterion
 from speechbert.models.hubert.build import build_hubert_pretrain
+from speechbert.models.hubert.config import HubertConfig
 from speechbert.models.hubert.config import tiny as hubert_tiny
 from speechbert.models.hubert.upstream import HubertUpstream
 from speechbert.models.lighthubert.space import tiny
@@ -38,12 +39,15 @@ def tiny_teacher(seed: int = 1) -> HubertUpstream:
     return HubertUpstream(build_hubert_pretrain(hubert_tiny()).wav2vec2)
 
 
-def save_teacher_checkpoint(path: Path, seed: int = 1) -> Path:
-    """A random tiny HuBERT in our pretraining checkpoint format (what ``load_teacher`` reads)."""
+def save_teacher_checkpoint(path: Path, seed: int = 1,
+                            config: HubertConfig | None = None) -> Path:
+    """A random HuBERT (default tiny) in our pretraining checkpoint format (what
+    ``load_teacher`` reads)."""
+    config = config or hubert_tiny()
     torch.manual_seed(seed)
-    model = build_hubert_pretrain(hubert_tiny())
+    model = build_hubert_pretrain(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"model_config": asdict(hubert_tiny())},
+    torch.save({"hyper_parameters": {"model_config": asdict(config)},
                 "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
     return path
 

@@ -26,7 +26,7 @@ from speechbert.losses.w2vbert import (
 )
 from speechbert.models.w2vbert.build import build_w2vbert
 from speechbert.models.w2vbert.config import W2VBertConfig, tiny
-from speechbert.models.w2vbert.frontend import batched_fbank
+from speechbert.nn.fbank import batched_fbank
 
 GOLDEN_LOSS = 16.045995712280273
 """Total loss of the tiny model (seed 0) on :func:`make_batch` (seed 0), first training step."""

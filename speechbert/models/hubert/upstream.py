@@ -22,6 +22,16 @@ from speechbert.data.frames import receptive_field
 from speechbert.models.upstream import UpstreamOutput
 
 
+def front_end_frames(extractor: nn.Module) -> tuple[tuple[int, int], ...]:
+    """(kernel, stride) per layer of the conv stack whose framing ``extractor`` has: its own
+    conv layers, or ``frame_layers`` for a front end without them (the fbank one)."""
+    layers = getattr(extractor, "frame_layers", None)
+    if layers is not None:
+        return tuple(layers)
+    blocks = [b for b in extractor.conv_layers if isinstance(b, ConvLayerBlock)]
+    return tuple((b.kernel_size, b.stride) for b in blocks)
+
+
 class HubertUpstream(nn.Module):
     """Hidden states of a torchaudio :class:`Wav2Vec2Model` (HuBERT encoder), no masking.
 
@@ -31,8 +41,7 @@ class HubertUpstream(nn.Module):
     def __init__(self, model: Wav2Vec2Model) -> None:
         super().__init__()
         self.model = model
-        blocks = [b for b in model.feature_extractor.conv_layers if isinstance(b, ConvLayerBlock)]
-        self.conv_layers = tuple((b.kernel_size, b.stride) for b in blocks)
+        self.conv_layers = front_end_frames(model.feature_extractor)
         """(kernel, stride) of each conv layer, for ``conv_frame_count``."""
         self.downsample_rate = receptive_field(self.conv_layers)[1]
         """Input samples per output frame (320 for HuBERT)."""

@@ -27,11 +27,12 @@ from torchaudio.models.wav2vec2.components import (
     FeatureProjection,
     FeedForward,
     Transformer,
-    _get_feature_extractor,
 )
 
 from speechbert.data.frames import receptive_field
 from speechbert.errors import ConfigError
+from speechbert.models.hubert.build import build_front_end
+from speechbert.models.hubert.fbank_frontend import FBANK_MODE, fbank_layers_problem
 from speechbert.models.lighthubert.space import (
     EXTRACTOR_MODES,
     ConvLayerSpec,
@@ -106,6 +107,10 @@ class DenseEncoderConfig:
         if self.extractor_mode not in EXTRACTOR_MODES:
             raise ConfigError(f"DenseEncoderConfig.extractor_mode must be one of "
                               f"{EXTRACTOR_MODES}; got {self.extractor_mode!r}")
+        problem = fbank_layers_problem(self.conv_layers) \
+            if self.extractor_mode == FBANK_MODE else None
+        if problem:
+            raise ConfigError(f"DenseEncoderConfig: {problem}")
         if self.embed_dim % self.pos_conv_groups:
             raise ConfigError(f"DenseEncoderConfig.embed_dim must be divisible by "
                               f"pos_conv_groups ({self.embed_dim} % {self.pos_conv_groups})")
@@ -220,7 +225,7 @@ def build_dense_transformer(cfg: DenseEncoderConfig) -> Transformer:
 def build_dense_model(cfg: DenseEncoderConfig) -> Wav2Vec2Model:
     """The torchaudio ``Wav2Vec2Model`` of ``cfg``'s sizes (weights to be loaded)."""
     cfg.validate()
-    extractor = _get_feature_extractor(cfg.extractor_mode, list(cfg.conv_layers), cfg.conv_bias)
+    extractor = build_front_end(cfg.extractor_mode, cfg.conv_layers, cfg.conv_bias)
     projection = FeatureProjection(cfg.in_features, cfg.embed_dim, cfg.projection_dropout)
     projection.layer_norm.eps = cfg.layer_norm_eps
     return Wav2Vec2Model(extractor, Encoder(projection, build_dense_transformer(cfg)), aux=None)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from speechbert.errors import CheckpointError, ConfigError
+from speechbert.models.hubert.fbank_frontend import FBANK_MODE
 from speechbert.models.lighthubert.dense import (
     DenseEncoder,
     DenseEncoderConfig,
@@ -188,6 +189,10 @@ def hf_state_dict(model: DenseEncoder) -> Tensors:
 
 def _check_hf_representable(config: DenseEncoderConfig) -> None:
     """Raise ConfigError if transformers' HubertModel cannot hold these sizes, saying why."""
+    if config.extractor_mode == FBANK_MODE:
+        raise ConfigError("export_hf needs a conv front end: transformers' HubertModel reads "
+                          "waveforms through convs and has no filterbank front end (this model "
+                          "has extractor_mode='fbank'). Save it with save_dense instead")
     if len(set(config.heads)) > 1 or len(set(config.ffn_dims)) > 1:
         raise ConfigError(f"export_hf needs a uniform subnet (the same heads and FFN units in "
                           f"every layer): transformers' HubertConfig has one num_attention_heads "

@@ -14,11 +14,13 @@ LightHuBERT's own ``calc_sampled_param_num`` differs in two small ways: it count
 embedding at full supernet width and leaves out the weight-norm gain g (K = 128); for Base's
 default subnet these cancel exactly (768 - 640 = 128). The published counts use its
 ``extractor_mode="layer_norm"`` front end (a LayerNorm(512) after each of the 7 convs,
-7,168 parameters); with HuBERT base's single GroupNorm they are 6,144 lower.
+7,168 parameters); with HuBERT base's single GroupNorm they are 6,144 lower. The ``fbank`` front
+end (:mod:`speechbert.models.hubert.fbank_frontend`) has no parameters.
 
 MACs (:func:`count_macs`) are the multiply-accumulates of every matmul and convolution for one
 utterance of ``num_frames`` frames (front end run on the shortest waveform giving that many):
-norms, activations, softmax and bias adds are not counted. The positional conv computes
+norms, activations, softmax and bias adds are not counted, nor the ``fbank`` front end (its FFT
+and mel filters run in fairseq2n, outside torch, as w2v-BERT's do). The positional conv computes
 T + 1 outputs for an even kernel (one is trimmed), and those are counted.
 """
 
@@ -26,17 +28,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from speechbert.data.frames import HUBERT_CONV_LAYERS, receptive_field
 from speechbert.errors import ConfigError
+from speechbert.models.hubert.config import EXTRACTOR_MODES, ConvLayerSpec
+from speechbert.models.hubert.fbank_frontend import (
+    FBANK_MODE,
+    fbank_conv_layers,
+    fbank_layers_problem,
+)
 from speechbert.nn.elastic import DepthMap, ElasticEncoderConfig, SubnetConfig
-
-ConvLayerSpec = tuple[int, int, int]
-"""(channels, kernel, stride) of one conv layer of the feature extractor."""
-
-EXTRACTOR_MODES = ("group_norm", "layer_norm")
-"""Conv front-end normalisations: one GroupNorm after conv 1, or a LayerNorm after every conv."""
 
 LIGHTHUBERT_DEPTH_MAP: DepthMap = (
     (0, 1, 4, 5, 8, 9),
@@ -63,9 +65,11 @@ class SupernetArch:
     encoder: ElasticEncoderConfig
     """Full-size elastic encoder (widths, heads, FFN, depth map, positional conv)."""
     conv_layers: tuple[ConvLayerSpec, ...] = hubert_conv_layers(512)
-    """Conv front end, (channels, kernel, stride) per layer; shared by every subnet."""
+    """Conv front end, (channels, kernel, stride) per layer; shared by every subnet (``fbank``:
+    the one pseudo layer of :func:`~speechbert.models.hubert.fbank_frontend.fbank_conv_layers`)."""
     extractor_mode: str = "layer_norm"
-    """``layer_norm`` (LayerNorm after every conv, LightHuBERT) or ``group_norm`` (HuBERT base)."""
+    """``layer_norm`` (LayerNorm after every conv, LightHuBERT), ``group_norm`` (HuBERT base) or
+    ``fbank`` (stacked filterbanks, no convs; the front end of a ``tiny_fbank`` teacher)."""
     conv_bias: bool = False
     """Whether the conv layers have a bias term."""
     mask_embedding: bool = True
@@ -77,6 +81,10 @@ class SupernetArch:
         if self.extractor_mode not in EXTRACTOR_MODES:
             raise ConfigError(f"SupernetArch.extractor_mode must be one of {EXTRACTOR_MODES}; "
                               f"got {self.extractor_mode!r}")
+        problem = fbank_layers_problem(self.conv_layers) \
+            if self.extractor_mode == FBANK_MODE else None
+        if problem:
+            raise ConfigError(f"SupernetArch: {problem}")
         if not self.conv_layers or self.conv_layers[-1][0] != self.encoder.in_features:
             raise ConfigError(f"SupernetArch.encoder.in_features must equal the last conv's "
                               f"channels ({self.encoder.in_features} != "
@@ -281,6 +289,8 @@ def _layer_macs(t: int, e: int, a: int, f: int) -> int:
 
 
 def _front_end_params(arch: SupernetArch) -> int:
+    if arch.extractor_mode == FBANK_MODE:
+        return 0
     total, in_channels = 0, 1
     for i, (channels, kernel, _) in enumerate(arch.conv_layers):
         total += in_channels * channels * kernel + (channels if arch.conv_bias else 0)
@@ -291,6 +301,8 @@ def _front_end_params(arch: SupernetArch) -> int:
 
 
 def _front_end_macs(arch: SupernetArch, num_frames: int) -> int:
+    if arch.extractor_mode == FBANK_MODE:
+        return 0
     field, hop = receptive_field(tuple((k, s) for _, k, s in arch.conv_layers))
     length, in_channels, total = field + (num_frames - 1) * hop, 1, 0
     for channels, kernel, stride in arch.conv_layers:
@@ -347,5 +359,14 @@ def tiny() -> SearchSpace:
                        default=SubnetConfig.uniform(96, 2, 288, 3)).validate()
 
 
-PRESETS: dict[str, Callable[[], SearchSpace]] = {"tiny": tiny, "base": base, "small": small}
+def tiny_fbank() -> SearchSpace:
+    """``tiny`` on the fbank front end of a ``tiny_fbank`` HuBERT teacher (the demo's)."""
+    t = tiny()
+    encoder = replace(t.arch.encoder, in_features=fbank_conv_layers()[0][0])
+    arch = SupernetArch(encoder, conv_layers=fbank_conv_layers(), extractor_mode=FBANK_MODE)
+    return replace(t, name="tiny_fbank", arch=arch).validate()
+
+
+PRESETS: dict[str, Callable[[], SearchSpace]] = {"tiny": tiny, "tiny_fbank": tiny_fbank,
+                                                 "base": base, "small": small}
 """Search-space presets by name, for registering in Hydra's ConfigStore (done in ``cli/``)."""

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torchaudio.models.wav2vec2.components import FeatureExtractor, _get_feature_extractor
 
 from speechbert.data.frames import receptive_field
 from speechbert.errors import ConfigError
+from speechbert.models.hubert.build import build_front_end
 from speechbert.models.lighthubert.space import SupernetArch
 from speechbert.models.upstream import UpstreamOutput
 from speechbert.nn.elastic import (
@@ -57,7 +57,7 @@ class SupernetOutput:
 class LightHubertSupernet(nn.Module):
     """Conv front end + elastic feature projection + mask embedding + elastic encoder."""
 
-    def __init__(self, arch: SupernetArch, feature_extractor: FeatureExtractor,
+    def __init__(self, arch: SupernetArch, feature_extractor: nn.Module,
                  feature_projection: ElasticFeatureProjection, encoder: ElasticEncoder) -> None:
         super().__init__()
         self.arch = arch.validate()
@@ -99,9 +99,10 @@ class LightHubertSupernet(nn.Module):
         return torch.where(mask[..., None], embedding, x)  # (B, T, D)
 
 
-def build_feature_extractor(arch: SupernetArch) -> FeatureExtractor:
-    """The shared (not elastic) conv front end: torchaudio's, as ``arch`` describes it."""
-    return _get_feature_extractor(arch.extractor_mode, list(arch.conv_layers), arch.conv_bias)
+def build_feature_extractor(arch: SupernetArch) -> nn.Module:
+    """The shared (not elastic) front end as ``arch`` describes it: torchaudio's conv stack or
+    the fbank front end."""
+    return build_front_end(arch.extractor_mode, arch.conv_layers, arch.conv_bias)
 
 
 def build_supernet(arch: SupernetArch) -> LightHubertSupernet:

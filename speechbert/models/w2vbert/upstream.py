@@ -23,7 +23,7 @@ from speechbert.models.w2vbert.config import (
     config_from_dict,
     samples_for_frames,
 )
-from speechbert.models.w2vbert.frontend import batched_fbank
+from speechbert.nn.fbank import batched_fbank
 
 CHECKPOINT_PREFIX = "model."
 """Prefix of the W2VBertModel's keys in our Lightning checkpoints' ``state_dict``."""

@@ -13,7 +13,7 @@ from speechbert.errors import CheckpointError, ConfigError
 from speechbert.models.upstream import Upstream
 from speechbert.models.w2vbert.build import build_w2vbert
 from speechbert.models.w2vbert.config import tiny
-from speechbert.models.w2vbert.frontend import batched_fbank
+from speechbert.nn.fbank import batched_fbank
 from speechbert.models.w2vbert.upstream import W2VBertUpstream, load_w2vbert_checkpoint
 
 LENGTHS = torch.tensor([16000, 9000])

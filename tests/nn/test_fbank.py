@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from speechbert.models.w2vbert.frontend import batched_fbank, utterance_fbank
+from speechbert.nn.fbank import batched_fbank, utterance_fbank
 
 
 def reference_fbank(wav: torch.Tensor) -> torch.Tensor:

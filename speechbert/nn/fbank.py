@@ -1,4 +1,5 @@
-"""The fbank front end of w2v-BERT: padded 16 kHz waveforms -> normalised kaldi fbank.
+"""Normalised kaldi fbank of padded 16 kHz waveforms: the input of w2v-BERT and of the fbank
+HuBERT front end (:mod:`speechbert.models.hubert.fbank_frontend`).
 
 Follows seamless_communication's w2v-BERT 2.0 recipe, i.e. fairseq2's
 ``WaveformToFbankConverter(num_mel_bins=80, waveform_scale=2**15, channel_last=True,
