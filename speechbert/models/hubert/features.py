@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from speechbert.data.frames import HUBERT_CONV_LAYERS, conv_frame_count
+from speechbert.data.frames import HUBERT_CONV_LAYERS, conv_frame_count, receptive_field
 from speechbert.errors import ConfigError
 from speechbert.models.hubert.convert import load_teacher
 from speechbert.models.hubert.upstream import HubertUpstream
@@ -25,10 +25,11 @@ class HubertLayerFrames:
         if not 0 <= layer < upstream.num_layers:
             raise ConfigError(f"layer (--layer) must be in [0, {upstream.num_layers - 1}] for "
                               f"{name} ({upstream.num_layers - 1} Transformer layers); got {layer}")
-        if upstream.conv_layers != HUBERT_CONV_LAYERS:
-            raise ConfigError(f"{name}: conv (kernel, stride) layers {upstream.conv_layers} are "
-                              f"not HuBERT's {HUBERT_CONV_LAYERS}, so its frames do not line up "
-                              f"with the 20 ms k-means labels")
+        if receptive_field(upstream.conv_layers) != receptive_field(HUBERT_CONV_LAYERS):
+            raise ConfigError(f"{name}: front-end (kernel, stride) layers {upstream.conv_layers} "
+                              f"do not frame audio as HuBERT's {HUBERT_CONV_LAYERS} (400-sample "
+                              f"field, 320-sample hop), so its frames do not line up with the "
+                              f"20 ms k-means labels")
         self.upstream = upstream.to(device).eval()
         self.layer = layer
         self.name = name

@@ -16,6 +16,7 @@ from speechbert.losses.distill import DistillLossConfig
 from speechbert.models.hubert.build import build_hubert_pretrain, build_wav2vec2
 from speechbert.models.hubert.config import HubertConfig, tiny, tiny_fbank
 from speechbert.models.hubert.fbank_frontend import FbankFeatureExtractor, fbank_conv_layers
+from speechbert.models.hubert.features import HubertLayerFrames
 from speechbert.models.hubert.upstream import HubertUpstream
 from speechbert.models.lighthubert import space as spaces
 from speechbert.models.lighthubert.extract import export_hf, extract_subnet
@@ -120,3 +121,9 @@ def test_transformers_export_and_a_mismatched_teacher_are_refused(tmp_path) -> N
         check_teacher(fbank_teacher, spaces.tiny(), DistillLossConfig(teacher_layers=[-1]),
                       "t.ckpt")
     check_teacher(fbank_teacher, space, DistillLossConfig(teacher_layers=[-1]), "t.ckpt")
+
+
+def test_an_fbank_teacher_gives_iteration_2_features_per_label_frame() -> None:
+    frames = HubertLayerFrames(HubertUpstream(build_wav2vec2(tiny_fbank())), 1, "teacher")
+    wav = 0.1 * torch.randn(12_345, generator=torch.Generator().manual_seed(0))
+    assert frames(wav).shape == (conv_frame_count(12_345), 128)
