@@ -79,12 +79,12 @@ $(RUNS)/kmeans/mini_mfcc100/dev-clean.km: | $(CORPUS)/manifests/.complete
 $(RUNS)/pretrain/hubert_mini_iter1/metrics.json: $(RUNS)/kmeans/mini_mfcc100/dev-clean.km
 	$(STAGE) hubert-iter1 -- $(VENV)/bin/speechbert-pretrain experiment=hubert_mini_iter1 $(QUIET)
 
-$(RUNS)/kmeans/mini_hubert_iter1_l1_km100/dev-clean.km: $(RUNS)/pretrain/hubert_mini_iter1/metrics.json
-	$(STAGE) layer-kmeans -- $(PY) -m data_prep.kmeans --features layer --layer 1 \
+$(RUNS)/kmeans/mini_hubert_iter1_l2_km100/dev-clean.km: $(RUNS)/pretrain/hubert_mini_iter1/metrics.json
+	$(STAGE) layer-kmeans -- $(PY) -m data_prep.kmeans --features layer --layer 2 \
 		--checkpoint $(RUNS)/pretrain/hubert_mini_iter1/checkpoints/last.ckpt \
-		--n-clusters 100 --manifests $(KM_MANIFESTS) --out $(RUNS)/kmeans/mini_hubert_iter1_l1_km100
+		--n-clusters 100 --manifests $(KM_MANIFESTS) --out $(RUNS)/kmeans/mini_hubert_iter1_l2_km100
 
-$(RUNS)/pretrain/hubert_mini_iter2/metrics.json: $(RUNS)/kmeans/mini_hubert_iter1_l1_km100/dev-clean.km
+$(RUNS)/pretrain/hubert_mini_iter2/metrics.json: $(RUNS)/kmeans/mini_hubert_iter1_l2_km100/dev-clean.km
 	$(STAGE) hubert-iter2 -- $(VENV)/bin/speechbert-pretrain experiment=hubert_mini_iter2 $(QUIET)
 
 $(RUNS)/pretrain/w2vbert_mini/metrics.json: | $(CORPUS)/manifests/.complete

@@ -11,6 +11,9 @@
 - ``ratio`` = lightning / bare throughput (target >= 0.95), the two runs interleaved in rounds
   so machine load affects both alike; and the bf16-mixed vs fp32 throughput of the Lightning
   step with the loss after the same number of steps for each. Peak RSS at the end.
+
+``tiny_front_ends`` compares the demo's two tiny HuBERTs step for step (bare loop, interleaved
+rounds): the 64-channel conv stack (``tiny``) against the fbank front end (``tiny_fbank``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from speechbert.losses.criterion import PretrainCriterion
 from speechbert.losses.hubert import HubertCriterion
 from speechbert.losses.w2vbert import W2VBertCriterion
 from speechbert.models.hubert.build import build_hubert_pretrain
-from speechbert.models.hubert.config import HubertConfig, tiny
+from speechbert.models.hubert.config import HubertConfig, tiny, tiny_fbank
 from speechbert.models.w2vbert.build import build_w2vbert
 
 BATCH, SECONDS = 4, 4
@@ -143,6 +146,21 @@ def compare(name: str, build: Callable[[], nn.Module], criterion: PretrainCriter
     }
 
 
+def front_end_speed(steps: int, rounds: int) -> dict[str, object]:
+    """Training throughput of ``tiny`` (conv front end) and ``tiny_fbank``, bare loops
+    interleaved in rounds, and their ratio."""
+    batch = make_batch(True, tiny().num_classes)
+    times: dict[str, list[float]] = {"tiny": [], "tiny_fbank": []}
+    for _ in range(rounds):
+        for name, make in (("tiny", tiny), ("tiny_fbank", tiny_fbank)):
+            torch.manual_seed(0)
+            times[name] += bare_steps(build_hubert_pretrain(make()), HubertCriterion(), batch,
+                                      steps)[2:]
+    rates = {name: _rate(t, 0) for name, t in times.items()}
+    return {**{f"{name}_audio_s_per_s": rate for name, rate in rates.items()},
+            "ratio_fbank_over_conv": rates["tiny_fbank"] / rates["tiny"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: print the pretraining-step comparison as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -157,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                 args.steps, args.rounds),
         "w2vbert_small": compare("w2vbert_small", lambda: build_w2vbert(w2vbert_small()),
                                  W2VBertCriterion(), make_batch(False), args.steps, args.rounds),
+        "tiny_front_ends": front_end_speed(args.steps, args.rounds),
         "peak_rss_mb": peak_rss_mb(),
     }
     print(json.dumps(report, indent=2))

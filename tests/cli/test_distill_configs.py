@@ -51,7 +51,7 @@ def test_every_experiment_composes(experiment: str) -> None:
         assert run.distill.init_from == (f"runs/distill/{experiment[:-1]}1/checkpoints/last.ckpt")
     if "_mini_" in experiment:
         assert run.distill.teacher == "runs/pretrain/hubert_mini_iter2/checkpoints/last.ckpt"
-        assert run.loss.teacher_layers == (-2, -1)  # the tiny teacher has 3 hidden states
+        assert run.loss.teacher_layers == (-2, -1)  # the last two of the teacher's states
     else:
         assert run.data.train_manifests[0].startswith("manifests/librispeech/")
         assert len(run.loss.teacher_layers) == 8

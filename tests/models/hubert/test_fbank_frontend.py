@@ -78,7 +78,7 @@ def test_pretraining_model_and_upstream_run_on_fbank_frames() -> None:
     assert logit_m.shape[1] == logit_u.shape[1] == 101 and logit_m.shape[0] > 0
     upstream = HubertUpstream(build_wav2vec2(tiny_fbank())).eval()
     out = upstream(wavs, lengths)
-    assert upstream.downsample_rate == 320 and upstream.num_layers == 3
+    assert upstream.downsample_rate == 320 and upstream.num_layers == 5
     assert out.lengths.tolist() == frames.tolist()
     assert all(h.shape == (2, int(frames.max()), 128) for h in out.hidden_states)
 
