@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from speechbert.models.lighthubert.checkpoint import load_supernet
 from speechbert.models.hubert.config import tiny_fbank as hubert_tiny_fbank
+from speechbert.models.lighthubert.checkpoint import load_supernet
 from speechbert.models.lighthubert.space import tiny_fbank
 from tests.cli.run_cli import DEADLINE_S, REPO
 from tests.lightning.toy_distill import save_teacher_checkpoint

@@ -28,7 +28,7 @@ def front_end_frames(extractor: nn.Module) -> tuple[tuple[int, int], ...]:
     layers = getattr(extractor, "frame_layers", None)
     if layers is not None:
         return tuple(layers)
-    blocks = [b for b in extractor.conv_layers if isinstance(b, ConvLayerBlock)]
+    blocks = [b for b in extractor.modules() if isinstance(b, ConvLayerBlock)]
     return tuple((b.kernel_size, b.stride) for b in blocks)
 
 

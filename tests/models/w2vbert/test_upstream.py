@@ -13,8 +13,8 @@ from speechbert.errors import CheckpointError, ConfigError
 from speechbert.models.upstream import Upstream
 from speechbert.models.w2vbert.build import build_w2vbert
 from speechbert.models.w2vbert.config import tiny
-from speechbert.nn.fbank import batched_fbank
 from speechbert.models.w2vbert.upstream import W2VBertUpstream, load_w2vbert_checkpoint
+from speechbert.nn.fbank import batched_fbank
 
 LENGTHS = torch.tensor([16000, 9000])
 
