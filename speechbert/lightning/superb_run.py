@@ -10,7 +10,9 @@ picks the checkpoint), TensorBoard and CSV logs and, once the test is done, ``re
 ``wall_seconds`` (of the run that finished the cell).
 
 A cell whose ``result.json`` exists is finished and skipped; otherwise ``resume=auto`` continues
-from ``checkpoints/last.ckpt``. Features come from the shared :class:`FeatureCache`: each split
+from ``checkpoints/last.ckpt``. Both only for the same upstream: ``upstream.txt`` records its
+identity (checkpoint path, size and mtime; FBANK settings; subnet), and a folder of another
+upstream (say, a retrained teacher) is refused with the fix instead of reused. Features come from the shared :class:`FeatureCache`: each split
 is computed once per upstream (with a progress bar), utterances sorted by length so batches of
 the upstream hold little padding.
 """
@@ -55,12 +57,21 @@ from speechbert.models.heads.asr import AsrHead
 from speechbert.models.heads.featurizer import Featurizer
 from speechbert.models.heads.ks import KsHead, class_balanced_weights
 from speechbert.models.heads.sv import XvectorHead
-from speechbert.models.load import LoadedUpstream, UpstreamSpec, describe, load_upstream
+from speechbert.models.load import (
+    LoadedUpstream,
+    UpstreamSpec,
+    describe,
+    load_upstream,
+    upstream_identity,
+)
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 """Written into the run folder when the cell is finished."""
+UPSTREAM_FILE = "upstream.txt"
+"""The upstream's identity (:func:`~speechbert.models.load.upstream_identity`), written when the
+cell starts: a folder holding another checkpoint's head or result is refused, not reused."""
 SAMPLE_RATE = 16_000
 """Samples per second of the audio the upstreams read."""
 Splits = dict[str, CachedFeatures]
@@ -202,6 +213,7 @@ def run_cell(spec: UpstreamSpec, task: TaskConfig, trainer_cfg: TrainerConfig, *
              config_text: str | None = None) -> dict[str, Any]:
     """Evaluate ``spec`` on ``task`` in ``run_dir`` (skipped when finished); return the record."""
     run = Path(run_dir)
+    identity = check_upstream(run, spec)
     done = read_result(run)
     if done is not None:
         log.info("%s: finished (%s); skipping", run, RESULT_FILE)
@@ -212,6 +224,7 @@ def run_cell(spec: UpstreamSpec, task: TaskConfig, trainer_cfg: TrainerConfig, *
     start = time.monotonic()
     ckpt_path = resume_checkpoint(run, resume)
     run.mkdir(parents=True, exist_ok=True)
+    (run / UPSTREAM_FILE).write_text(identity + "\n", encoding="utf-8")
     if config_text is not None:
         (run / "config.yaml").write_text(config_text, encoding="utf-8")
     loaded = load_upstream(spec)
@@ -227,6 +240,19 @@ def run_cell(spec: UpstreamSpec, task: TaskConfig, trainer_cfg: TrainerConfig, *
               "wall_seconds": round(time.monotonic() - start, 1)}
     write_result(run, record)
     return record
+
+
+def check_upstream(run: Path, spec: UpstreamSpec) -> str:
+    """``spec``'s identity; :class:`ConfigError` if ``run`` holds a cell of another one (a
+    retrained or replaced checkpoint), which would otherwise be skipped or resumed."""
+    identity = upstream_identity(spec)
+    path = run / UPSTREAM_FILE
+    recorded = path.read_text(encoding="utf-8").strip() if path.is_file() else identity
+    if recorded != identity:
+        raise ConfigError(f"{run}: this cell was run on another upstream ({recorded}), not on "
+                          f"{identity}; its head and result do not apply. Delete the folder to "
+                          f"score the new upstream, or pass another out= to keep both")
+    return identity
 
 
 def train_and_test(module: SuperbModule, data: SuperbDataModule, trainer_cfg: TrainerConfig,

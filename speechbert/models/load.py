@@ -114,6 +114,21 @@ def load_upstream(spec: UpstreamSpec) -> LoadedUpstream:
                           macs_per_second=measure_macs_per_second(module))
 
 
+def upstream_identity(spec: UpstreamSpec) -> str:
+    """What tells ``spec``'s encoder apart, read without loading it: the checkpoint's identity
+    (path, size, mtime) or the FBANK settings, and the subnet (a subnet file by its identity).
+    A SUPERB cell records it, so a retrained checkpoint is never scored with old results."""
+    spec.validate()
+    if spec.kind == "fbank":
+        return _fbank_identity(_fbank_config(spec))
+    identity = _identity(spec)
+    if spec.subnet is None:
+        return identity
+    subnet = Path(spec.subnet)
+    return f"{identity} subnet=" + (checkpoint_identity(subnet) if subnet.is_file()
+                                    else spec.subnet)
+
+
 def checkpoint_kind(path: str | Path) -> str:
     """The :attr:`UpstreamSpec.kind` of an encoder file or folder, read from what it holds: a
     transformers folder is ``hf``; a ``.pt`` file is ``dense`` when ``speechbert-export`` wrote
@@ -148,13 +163,20 @@ def load_checkpoint_encoder(path: str | Path) -> nn.Module:
                                       path=str(path))).eval()
 
 
+def _fbank_config(spec: UpstreamSpec) -> FbankConfig:
+    return FbankConfig(num_mel_bins=spec.fbank_mel_bins, delta_order=spec.fbank_delta_order)
+
+
+def _fbank_identity(config: FbankConfig) -> str:
+    return (f"name fbank mel={config.num_mel_bins} delta={config.delta_order} "
+            f"cmvn={config.normalize}")
+
+
 def _fbank(spec: UpstreamSpec) -> LoadedUpstream:
-    config = FbankConfig(num_mel_bins=spec.fbank_mel_bins, delta_order=spec.fbank_delta_order)
+    config = _fbank_config(spec)
     module = FbankUpstream(config)
-    identity = (f"name fbank mel={config.num_mel_bins} delta={config.delta_order} "
-                f"cmvn={config.normalize}")
-    return LoadedUpstream(module=module.eval(), identity=identity, subnet=None, params=0,
-                          macs_per_second=measure_macs_per_second(module))
+    return LoadedUpstream(module=module.eval(), identity=_fbank_identity(config), subnet=None,
+                          params=0, macs_per_second=measure_macs_per_second(module))
 
 
 def _load_module(spec: UpstreamSpec) -> nn.Module:

@@ -14,6 +14,7 @@ from speechbert.data.datasets import SUPERB_KS_CLASSES
 from speechbert.data.feature_cache import CachedFeatures, CacheKey, FeatureCache
 from speechbert.data.manifest import Utterance, write_trials
 from speechbert.data.text import CharVocab
+from speechbert.errors import ConfigError
 from speechbert.lightning import superb_run
 from speechbert.lightning.superb import (
     AsrTaskConfig,
@@ -200,6 +201,10 @@ def test_cell_writes_result_and_is_skipped_when_finished(tmp_path: Path,
     again = run_cell(UpstreamSpec(), _cell_task(manifests, 50), TRAINER, run_dir=run_dir,
                      cache_dir=tmp_path / "cache")
     assert again == record
+    other = UpstreamSpec(fbank_mel_bins=40)  # another upstream must not reuse this result
+    with pytest.raises(ConfigError, match="was run on another upstream.*Delete the folder"):
+        run_cell(other, _cell_task(manifests, 3), TRAINER, run_dir=run_dir,
+                 cache_dir=tmp_path / "cache")
 
 
 def test_unfinished_cell_resumes_and_reuses_the_cache(tmp_path: Path) -> None:

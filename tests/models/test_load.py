@@ -23,6 +23,7 @@ from speechbert.models.load import (
     dense_arch,
     load_checkpoint_encoder,
     load_upstream,
+    upstream_identity,
 )
 from speechbert.models.upstream import Upstream
 from speechbert.models.w2vbert import config as w2vbert_config
@@ -118,6 +119,13 @@ def test_supernet_at_a_subnet_file(tmp_path: Path) -> None:
     assert largest.params == space.count_params(tiny, tiny.max_subnet())
     with pytest.raises(ConfigError, match="upstream.subnet: subnet=largest: no such file"):
         load_upstream(UpstreamSpec(name="s", kind="supernet", path=str(path), subnet="largest"))
+    identities = {upstream_identity(UpstreamSpec(name="s", kind="supernet", path=str(path),
+                                                 subnet=choice))
+                  for choice in (str(subnet_file), "max", None)}
+    assert len(identities) == 3
+    before = upstream_identity(spec)
+    subnet_file.write_text(tiny.max_subnet().to_json() + "\n")
+    assert upstream_identity(spec) != before  # an edited subnet file is another upstream
 
 
 @pytest.mark.parametrize(("spec", "words"), [
