@@ -12,9 +12,11 @@ picks the checkpoint), TensorBoard and CSV logs and, once the test is done, ``re
 A cell whose ``result.json`` exists is finished and skipped; otherwise ``resume=auto`` continues
 from ``checkpoints/last.ckpt``. Both only for the same upstream: ``upstream.txt`` records its
 identity (checkpoint path, size and mtime; FBANK settings; subnet), and a folder of another
-upstream (say, a retrained teacher) is refused with the fix instead of reused. Features come from the shared :class:`FeatureCache`: each split
-is computed once per upstream (with a progress bar), utterances sorted by length so batches of
-the upstream hold little padding.
+upstream (say, a retrained teacher) is refused with the fix instead of reused.
+
+Features come from the shared :class:`FeatureCache`: each split is computed once per upstream
+(with a progress bar), utterances sorted by length so batches of the upstream hold little
+padding.
 """
 
 from __future__ import annotations
