@@ -190,8 +190,8 @@ $(RUNS)/demo/tts/metrics.json: $(RUNS)/text2vec/mini/metrics.json \
 
 # `make demo` only: two lanes of one stage each, so that the critical path (lane A: k-means,
 # HuBERT, distillation, the searches one after another, the subnets' SUPERB cells) always has a
-# core, and everything else queues in lane B in this order (it fits beside lane A: about 18 min
-# of stage time each). Without these order-only links make -j2 started w2v-BERT before HuBERT
+# core, and everything else queues in lane B in this order (it fits beside lane A: 14 and
+# 15.7 min of stage time in the last run, which took 15.7 min). Without these order-only links make -j2 started w2v-BERT before HuBERT
 # iteration 1 and SUPERB cells before distillation stage 2, and the demo took 20.7 min instead.
 ifneq ($(filter demo-stages,$(MAKECMDGOALS)),)
 $(RUNS)/subnet/lighthubert_mini_p50/subnet.json: | $(RUNS)/subnet/lighthubert_mini_p75/subnet.json
