@@ -188,11 +188,12 @@ $(RUNS)/demo/tts/metrics.json: $(RUNS)/text2vec/mini/metrics.json \
 	$(STAGE) tts-eval -- $(PY) -m evals.tts --name mini --mel-vocoder mini_mel \
 		--superb $(SUPERB_OUT)/w2vbert_mini --out $(RUNS)/demo/tts
 
-# `make demo` only: two lanes of one stage each, so that the critical path (lane A: k-means,
-# HuBERT, distillation, the searches one after another, the subnets' SUPERB cells) always has a
-# core, and everything else queues in lane B in this order (it fits beside lane A: 14 and
-# 15.7 min of stage time in the last run, which took 15.7 min). Without these order-only links make -j2 started w2v-BERT before HuBERT
-# iteration 1 and SUPERB cells before distillation stage 2, and the demo took 20.7 min instead.
+# `make demo` only: two lanes of one stage each, so that lane A (k-means, HuBERT, distillation,
+# the searches one after another, the subnets' SUPERB cells) always has a core, and everything
+# else queues in lane B in this order. In the last run lane A held 14.0 min of stage time and
+# lane B 15.7 min, and the demo took 15.7 min. Without these order-only links make -j2 started
+# w2v-BERT before HuBERT iteration 1 and SUPERB cells before distillation stage 2 (with the
+# conv teacher then, the demo took 20.7 min instead of 17.4).
 ifneq ($(filter demo-stages,$(MAKECMDGOALS)),)
 $(RUNS)/subnet/lighthubert_mini_p50/subnet.json: | $(RUNS)/subnet/lighthubert_mini_p75/subnet.json
 $(RUNS)/subnet/lighthubert_mini_p30/subnet.json: | $(RUNS)/subnet/lighthubert_mini_p50/subnet.json
