@@ -50,7 +50,7 @@ def test_run_folder_resume_auto_and_checkpoint_contract(mini_slice: dict[str, st
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
     upstream = load_hubert_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     out = upstream(torch.zeros(1, 16_000), torch.tensor([16_000]))
-    assert len(out.hidden_states) == 3  # input + 2 layers of the tiny model
+    assert len(out.hidden_states) == 5  # input + 4 layers of the tiny fbank model
 
 
 def test_two_cpu_processes_with_layer_drop(mini_slice: dict[str, str], tmp_path: Path) -> None:
