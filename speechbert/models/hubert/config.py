@@ -30,6 +30,16 @@ after every conv, or stacked log-mel filterbanks instead of convs (``fbank``, Me
 :mod:`speechbert.models.hubert.fbank_frontend`)."""
 
 
+def front_end_problem(extractor_mode: str,
+                      conv_layers: tuple[ConvLayerSpec, ...]) -> str | None:
+    """Why ``extractor_mode`` with ``conv_layers`` is not a front end we can build, or None:
+    an unknown mode, or fbank layers other than :func:`fbank_conv_layers`' one pseudo layer.
+    Shared by the teacher's, the supernet's and the dense export's configs."""
+    if extractor_mode not in EXTRACTOR_MODES:
+        return f"extractor_mode must be one of {EXTRACTOR_MODES}; got {extractor_mode!r}"
+    return fbank_layers_problem(conv_layers) if extractor_mode == FBANK_MODE else None
+
+
 def conv_layers_with_channels(channels: tuple[int, ...]) -> tuple[ConvLayerSpec, ...]:
     """The standard 7 kernels/strides (:data:`HUBERT_CONV_LAYERS`) with the given channels."""
     if len(channels) != len(HUBERT_CONV_LAYERS):
@@ -97,11 +107,9 @@ class HubertConfig:
         return self
 
     def _validate_conv(self) -> None:
-        _check(self.extractor_mode in EXTRACTOR_MODES,
-               f"extractor_mode must be one of {EXTRACTOR_MODES}; got {self.extractor_mode!r}")
+        problem = front_end_problem(self.extractor_mode, self.conv_layers)
+        _check(problem is None, str(problem))
         if self.extractor_mode == FBANK_MODE:
-            problem = fbank_layers_problem(self.conv_layers)
-            _check(problem is None, str(problem))
             return
         if any(len(layer) != 3 or min(layer) < 1 for layer in self.conv_layers):
             raise ConfigError(f"conv_layers must be (channels, kernel, stride) triples of "

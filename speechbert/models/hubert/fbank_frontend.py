@@ -44,9 +44,9 @@ def fbank_layers_problem(conv_layers: tuple[tuple[int, int, int], ...]) -> str |
     """Why ``conv_layers`` cannot describe the fbank front end, or None if it can."""
     if len(conv_layers) != 1 or tuple(conv_layers[0][1:]) != FBANK_FRAMING or \
             conv_layers[0][0] < FBANK_STACK or conv_layers[0][0] % FBANK_STACK:
-        return (f"with extractor_mode={FBANK_MODE!r}, conv_layers must be one (width, 400, 320) "
-                f"layer with width = {FBANK_STACK} x num_mel_bins, e.g. "
-                f"{fbank_conv_layers()}; got {conv_layers}")
+        return (f"conv_layers must be one (width, 400, 320) layer with width = {FBANK_STACK} x "
+                f"num_mel_bins when extractor_mode={FBANK_MODE!r}, e.g. {fbank_conv_layers()}; "
+                f"got {conv_layers}")
     return None
 
 

@@ -32,9 +32,8 @@ from torchaudio.models.wav2vec2.components import (
 from speechbert.data.frames import receptive_field
 from speechbert.errors import ConfigError
 from speechbert.models.hubert.build import build_front_end
-from speechbert.models.hubert.fbank_frontend import FBANK_MODE, fbank_layers_problem
+from speechbert.models.hubert.config import front_end_problem
 from speechbert.models.lighthubert.space import (
-    EXTRACTOR_MODES,
     ConvLayerSpec,
     SupernetArch,
     hubert_conv_layers,
@@ -104,13 +103,9 @@ class DenseEncoderConfig:
     def validate(self) -> DenseEncoderConfig:
         """Raise :class:`ConfigError` naming the field, rule and value of a bad setting."""
         self.subnet  # noqa: B018 (SubnetConfig checks embed_dim / heads / ffn_dims)
-        if self.extractor_mode not in EXTRACTOR_MODES:
-            raise ConfigError(f"DenseEncoderConfig.extractor_mode must be one of "
-                              f"{EXTRACTOR_MODES}; got {self.extractor_mode!r}")
-        problem = fbank_layers_problem(self.conv_layers) \
-            if self.extractor_mode == FBANK_MODE else None
+        problem = front_end_problem(self.extractor_mode, self.conv_layers)
         if problem:
-            raise ConfigError(f"DenseEncoderConfig: {problem}")
+            raise ConfigError(f"DenseEncoderConfig.{problem}")
         if self.embed_dim % self.pos_conv_groups:
             raise ConfigError(f"DenseEncoderConfig.embed_dim must be divisible by "
                               f"pos_conv_groups ({self.embed_dim} % {self.pos_conv_groups})")

@@ -32,12 +32,8 @@ from dataclasses import dataclass, replace
 
 from speechbert.data.frames import HUBERT_CONV_LAYERS, receptive_field
 from speechbert.errors import ConfigError
-from speechbert.models.hubert.config import EXTRACTOR_MODES, ConvLayerSpec
-from speechbert.models.hubert.fbank_frontend import (
-    FBANK_MODE,
-    fbank_conv_layers,
-    fbank_layers_problem,
-)
+from speechbert.models.hubert.config import ConvLayerSpec, front_end_problem
+from speechbert.models.hubert.fbank_frontend import FBANK_MODE, fbank_conv_layers
 from speechbert.nn.elastic import DepthMap, ElasticEncoderConfig, SubnetConfig
 
 LIGHTHUBERT_DEPTH_MAP: DepthMap = (
@@ -78,13 +74,9 @@ class SupernetArch:
     def validate(self) -> SupernetArch:
         """Raise :class:`ConfigError` naming the field, rule and value of a bad setting."""
         self.encoder.validate()
-        if self.extractor_mode not in EXTRACTOR_MODES:
-            raise ConfigError(f"SupernetArch.extractor_mode must be one of {EXTRACTOR_MODES}; "
-                              f"got {self.extractor_mode!r}")
-        problem = fbank_layers_problem(self.conv_layers) \
-            if self.extractor_mode == FBANK_MODE else None
+        problem = front_end_problem(self.extractor_mode, self.conv_layers)
         if problem:
-            raise ConfigError(f"SupernetArch: {problem}")
+            raise ConfigError(f"SupernetArch.{problem}")
         if not self.conv_layers or self.conv_layers[-1][0] != self.encoder.in_features:
             raise ConfigError(f"SupernetArch.encoder.in_features must equal the last conv's "
                               f"channels ({self.encoder.in_features} != "
