@@ -1,20 +1,21 @@
 """LightHuBERT distillation in Lightning: stage 1 (full-size pre-distillation) and stage 2
 (once-for-all supernet training), both from a frozen HuBERT teacher.
 
-Stage 1: the student is the search space's max subnet, initialised from the teacher where names
-and shapes agree (:func:`init_from_teacher`, its summary is logged), and learns the teacher's
-averaged target layers at masked frames (L1, + cosine if ``loss.cos_weight``; unmasked frames too
-unless ``loss.masked_only``). Stage 2 starts from a stage-1 checkpoint (supernet and prediction
-head) and trains, at every step, one subnet sampled uniformly from the space (LightHuBERT), or
-with ``sandwich`` also the max and min subnets (BigNAS's sandwich rule). All subnets of a step
-are scored on the same mask against teacher targets computed once per batch; their losses are
-summed before one backward, so their gradients add up before one optimizer step (one backward
-also keeps DDP's gradient all-reduce, AMP's loss scaling, gradient clipping and
-``accumulate_grad_batches`` as they are; the price is that the three subnets' activations are
-alive together). ``sandwich`` is off by default: on the bundled corpus (tiny space, from the
-same stage-1 checkpoint) 250 single-subnet steps in 147 s validated better than 100 sandwich
-steps in 210 s on all three subnets (max / default / min 0.619 / 0.623 / 0.628 vs 0.625 / 0.633 /
-0.636).
+Stage 1: the student is the whole supernet (whatever the space: Base and Small share one), on the
+teacher's front end and started as the teacher's exact copy (:func:`stage1_space`,
+:func:`~speechbert.models.lighthubert.teacher.copy_teacher`, its summary is logged; a teacher of
+another geometry is refused), and learns the teacher's averaged target layers at masked frames
+(:mod:`speechbert.losses.distill`: LightHuBERT's target by default). Stage 2 starts from a stage-1
+checkpoint (supernet and prediction head; any space of that supernet) and trains, at every step, one
+subnet sampled uniformly from the space (LightHuBERT), or with ``sandwich`` also the max and min
+subnets (BigNAS's sandwich rule). All subnets of a step are scored on the same mask against teacher
+targets computed once per batch; their losses are summed before one backward, so their gradients add
+up before one optimizer step (one backward also keeps DDP's gradient all-reduce, AMP's loss scaling,
+gradient clipping and ``accumulate_grad_batches`` as they are; the price is that the three subnets'
+activations are alive together). ``sandwich`` is off by default: on the bundled corpus (tiny space,
+from the same stage-1 checkpoint) 250 single-subnet steps in 147 s validated better than 100
+sandwich steps in 210 s on all three subnets (max / default / min 0.619 / 0.623 / 0.628 vs 0.625 /
+0.633 / 0.636).
 
 The module is a thin holder. The teacher is frozen (no gradient), always in eval mode, moved with
 the module, and not registered as a submodule: it is neither optimised nor saved (a checkpoint
@@ -55,6 +56,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from speechbert.data.collate import AudioBatch
 from speechbert.errors import ConfigError
@@ -67,12 +69,12 @@ from speechbert.lightning.pretrain import (
 from speechbert.losses.distill import (
     DistillCriterion,
     DistillLossConfig,
+    TeacherTargets,
     build_distill_criterion,
     sandwich_subnets,
 )
 from speechbert.losses.distill_score import seeded_mask
 from speechbert.models.hubert.convert import load_teacher
-from speechbert.models.hubert.fbank_frontend import FBANK_MODE, FbankFeatureExtractor
 from speechbert.models.hubert.upstream import HubertUpstream
 from speechbert.models.lighthubert.checkpoint import load_supernet, space_to_dict
 from speechbert.models.lighthubert.dense import json_ready
@@ -82,10 +84,12 @@ from speechbert.models.lighthubert.rewire import (
     reorder_by_importance,
 )
 from speechbert.models.lighthubert.space import SearchSpace
-from speechbert.models.lighthubert.supernet import (
-    LightHubertSupernet,
-    build_supernet,
-    init_from_teacher,
+from speechbert.models.lighthubert.supernet import LightHubertSupernet, build_supernet
+from speechbert.models.lighthubert.teacher import (
+    TeacherMismatchError,
+    copy_teacher,
+    geometry_mismatches,
+    teacher_front_end,
 )
 from speechbert.nn.elastic import SubnetConfig
 
@@ -112,7 +116,11 @@ class DistillConfig:
     rewire_batches: int = 0
     """Stage 2: training batches whose importance reorders heads and FFN units first; 0 = off."""
     subnet_seed: int = 0
-    """Seed of the subnet sampled at each step (combined with the step and batch index)."""
+    """Seed of stage 2's sampled subnet, drawn once per optimizer step from (this, the step):
+    the same on every rank and for every accumulated batch of the step."""
+    mask_seed: int = 0
+    """Seed of the training masks, each drawn from (this, the optimizer step, the batch's
+    utterance ids), so a batch's mask does not depend on which rank or micro-batch scores it."""
 
     def validate(self) -> DistillConfig:
         """Raise :class:`ConfigError` naming the field, the rule and the value."""
@@ -165,19 +173,52 @@ class DistillModule(L.LightningModule):
         self.teacher._apply(fn)
         return super()._apply(fn, recurse)
 
-    def train_subnets(self, batch_idx: int) -> list[tuple[str, SubnetConfig]]:
-        """(name, subnet) trained on this batch: the max subnet in stage 1; in stage 2 one
-        sampled (the same on every rank, reproducible from the step), + max and min (sandwich)."""
+    def train_subnets(self, step: int) -> list[tuple[str, SubnetConfig]]:
+        """(name, subnet) trained at optimizer step ``step``: the max subnet in stage 1; in stage 2
+        one sampled from (``subnet_seed``, ``step``) alone, so every rank and every accumulated
+        batch of the step trains the same one (see the module doc), + max and min (sandwich)."""
         if self.cfg.stage == 1:
-            return [("max", self.space.max_subnet())]
-        rng = random.Random(f"{self.cfg.subnet_seed}/{self.global_step}/{batch_idx}")
+            return [("max", self.space.arch.full_subnet())]
+        rng = random.Random(f"{self.cfg.subnet_seed}/{step}")
         subnets = sandwich_subnets(self.space, rng, self.cfg.sandwich)
         return list(zip(("sampled", "max", "min"), subnets, strict=False))
 
-    def val_subnets(self) -> list[tuple[str, SubnetConfig]]:
-        """(name, subnet) scored at validation: stage 1 the max; stage 2 max, default, min."""
+    def train_mask(self, batch: AudioBatch, targets: TeacherTargets) -> torch.Tensor:
+        """The span mask (B, T') of a training batch, drawn from (``mask_seed``, the optimizer
+        step, the batch's utterance ids): the same whichever rank or micro-batch scores it, and
+        the global RNG is left as it was."""
+        key = f"{self.cfg.mask_seed}/{self.global_step}/{' '.join(batch.ids)}"
+        return seeded_mask(self.criterion, targets.lengths, targets.targets.shape[1],
+                           zlib.crc32(key.encode()))
+
+    def every_step_runs_every_layer(self) -> bool:
+        """Whether every training step runs all supernet layers: stage 1 does (the full
+        supernet), the sandwich rule when the space's largest depth is the supernet's, a single
+        sampled subnet only when no depth is smaller; otherwise a step can leave whole layers
+        without gradient."""
+        depths, layers = self.space.depths, self.space.arch.encoder.num_layers
         if self.cfg.stage == 1:
-            return [("", self.space.max_subnet())]
+            return True
+        return (max(depths) if self.cfg.sandwich else min(depths)) == layers
+
+    def on_fit_start(self) -> None:
+        """Refuse DDP without ``find_unused_parameters`` when a step can skip layers: DDP would
+        stop at the next step because their gradients never arrive."""
+        model = self.trainer.model
+        if (isinstance(model, DistributedDataParallel) and not model.find_unused_parameters
+                and not self.every_step_runs_every_layer()):
+            depth = max(self.space.depths) if self.cfg.sandwich else min(self.space.depths)
+            raise ConfigError(
+                f"trainer.find_unused_parameters=false, but distill.stage={self.cfg.stage} "
+                f"(sandwich={self.cfg.sandwich}) has steps running {depth} of the supernet's "
+                f"{self.space.arch.encoder.num_layers} layers; the skipped layers get no "
+                f"gradient and stop DDP. Set trainer.find_unused_parameters=true")
+
+    def val_subnets(self) -> list[tuple[str, SubnetConfig]]:
+        """(name, subnet) scored at validation: stage 1 the full supernet; stage 2 max, default,
+        min."""
+        if self.cfg.stage == 1:
+            return [("", self.space.arch.full_subnet())]
         return [("_max", self.space.max_subnet()), ("_default", self.space.default_subnet()),
                 ("_min", self.space.min_subnet())]
 
@@ -187,8 +228,8 @@ class DistillModule(L.LightningModule):
             return sum((p.sum() for p in self.parameters() if p.requires_grad),
                        torch.zeros((), device=self.device)) * 0.0
         targets = self.criterion.teacher_targets(self.teacher, batch.wavs, batch.lengths)
-        mask = self.criterion.make_mask(targets.lengths, targets.targets.shape[1])  # (B, T')
-        subnets = self.train_subnets(batch_idx)
+        mask = self.train_mask(batch, targets)  # (B, T')
+        subnets = self.train_subnets(self.global_step)
         total = torch.zeros((), device=self.device)
         for name, subnet in subnets:
             loss = self.criterion(self.student, batch, subnet, targets, mask).loss
@@ -236,21 +277,13 @@ class DistillModule(L.LightningModule):
 
 def check_teacher(teacher: HubertUpstream, space: SearchSpace, loss: DistillLossConfig,
                   source: str) -> None:
-    """Fail early when the teacher cannot teach this space: front ends, frame rates, target
-    layers."""
-    teacher_kind = "fbank" if isinstance(teacher.model.feature_extractor,
-                                         FbankFeatureExtractor) else "conv"
-    student_kind = "fbank" if space.arch.extractor_mode == FBANK_MODE else "conv"
-    if teacher_kind != student_kind:
-        raise ConfigError(f"distill.teacher={source} has a {teacher_kind} front end but "
-                          f"space={space.name!r} has a {student_kind} one; stage 1 starts the "
-                          f"student from the teacher's front end, so pick a space with the same "
-                          f"kind (space=tiny_fbank for a tiny_fbank teacher, space=tiny for tiny)")
+    """Fail early when the teacher cannot teach this space: frame rates, target layers."""
     student_conv = tuple((kernel, stride) for _, kernel, stride in space.arch.conv_layers)
     if tuple(teacher.conv_layers) != student_conv:
-        raise ConfigError(f"distill.teacher={source}: its conv front end (kernel, stride) "
-                          f"{list(teacher.conv_layers)} differs from the space's "
-                          f"{list(student_conv)}, so their frames do not line up")
+        raise ConfigError(f"distill.teacher={source}: its front end frames audio with (kernel, "
+                          f"stride) {list(teacher.conv_layers)}, the supernet of space="
+                          f"{space.name!r} with {list(student_conv)}, so their frames do not "
+                          f"line up; use the teacher the supernet was started from")
     count = teacher.num_layers
     bad = [i for i in loss.teacher_layers if not -count <= i < count]
     if bad:
@@ -259,32 +292,58 @@ def check_teacher(teacher: HubertUpstream, space: SearchSpace, loss: DistillLoss
                           f"loss.teacher_layers=[{-min(2, count)},-1]")
 
 
-def build_stage1_student(space: SearchSpace, teacher: HubertUpstream) -> LightHubertSupernet:
-    """A fresh supernet with the teacher's weights copied where names and shapes agree."""
+def stage1_space(space: SearchSpace, teacher: HubertUpstream, source: str) -> SearchSpace:
+    """``space`` on a supernet with the teacher's front end, refused with a
+    :class:`TeacherMismatchError` naming each setting when the teacher's Transformer is not the
+    supernet's (stage 1 starts the supernet as the teacher's exact copy)."""
+    adopted = space.with_front_end(*teacher_front_end(teacher.model))
+    problems = geometry_mismatches(adopted.arch, teacher.model)
+    if problems:
+        raise TeacherMismatchError(
+            f"distill.teacher={source} is not the supernet of space={space.name!r}, so stage 1 "
+            f"cannot start as its copy ({'; '.join(problems)}); use the space of its size "
+            f"(base or small: HuBERT Base; large: HuBERT Large; tiny / tiny_fbank: the tiny "
+            f"teachers)")
+    return adopted
+
+
+def build_stage1_student(space: SearchSpace, teacher: HubertUpstream,
+                         source: str = "teacher") -> LightHubertSupernet:
+    """A supernet that is, at its full size, an exact copy of ``teacher``
+    (:func:`~speechbert.models.lighthubert.teacher.copy_teacher`); ``space`` must already carry
+    the teacher's front end (:func:`stage1_space`)."""
     student = build_supernet(space.arch)
-    report = init_from_teacher(student, teacher.model.state_dict())
+    report = copy_teacher(student, teacher.model, source)
     log.info("stage 1 student initialised from the teacher: %s", report.summary())
     return student
 
 
 def build_distill_module(cfg: DistillConfig, space: SearchSpace, loss: DistillLossConfig,
                          optim: OptimConfig) -> DistillModule:
-    """Load the teacher (and, in stage 2, the stage-1 supernet and head) and build the module."""
+    """Load the teacher (and, in stage 2, the stage-1 supernet and head) and build the module.
+
+    Stage 1 puts ``space`` on a supernet with the teacher's front end; stage 2 puts it on the
+    stage-1 checkpoint's supernet, so any space of that supernet (Base or Small) reads it.
+    """
     cfg.validate()
     teacher = load_teacher(cfg.teacher)
+    if cfg.stage == 1:
+        space = stage1_space(space, teacher, cfg.teacher)
+    else:
+        assert cfg.init_from is not None
+        stage1 = load_supernet(cfg.init_from)
+        try:
+            space = space.on_arch(stage1.space.arch)
+        except ConfigError as exc:
+            raise ConfigError(f"distill.init_from={cfg.init_from}: {exc}") from exc
     check_teacher(teacher, space, loss.validate(), cfg.teacher)
     criterion = build_distill_criterion(loss, space.arch.encoder.embed_dim, teacher.hidden_size)
     if cfg.stage == 1:
-        return DistillModule(build_stage1_student(space, teacher), teacher, criterion, space,
-                             cfg, optim)
-    assert cfg.init_from is not None
-    stage1 = load_supernet(cfg.init_from)
-    if stage1.space != space:
-        raise ConfigError(f"space={space.name!r} differs from the search space of "
-                          f"distill.init_from={cfg.init_from} ({stage1.space.name!r}); use the "
-                          f"stage-1 run's space")
+        student = build_stage1_student(space, teacher, cfg.teacher)
+        return DistillModule(student, teacher, criterion, space, cfg, optim)
     criterion.head.load_state_dict(stage1.head_state)
-    log.info("stage 2 starts from %s (step %d)", cfg.init_from, stage1.global_step)
+    log.info("stage 2 starts from %s (step %d, space %r; now space %r)", cfg.init_from,
+             stage1.global_step, stage1.space.name, space.name)
     return DistillModule(stage1.supernet.train(), teacher, criterion, space, cfg, optim)
 
 

@@ -1,28 +1,36 @@
-"""LightHuBERT distillation: a masked student predicts the averaged hidden layers of a teacher.
+"""LightHuBERT distillation: a masked student predicts the averaged layers of a teacher.
 
-Targets: the teacher (any :class:`~speechbert.models.upstream.Upstream`, run unmasked and without
-gradients) gives hidden states; ``teacher_layers`` of them (default: the last 8, as LightHuBERT)
-are each normalised (``target_norm``) and averaged into one (B, T', D_t) target.
+The default target is LightHuBERT's, from the maintainers' description of their training
+(mechanicalsea/lighthubert issue #6: "we follow the data2vec method to extract the teacher's
+representations ... the ``layer_result`` from the last 8 layers and then average them ... L1
+loss for both training stages"). The paper (arXiv 2203.15610) gives neither the layers nor the
+normalisation, and the repository ships the model but not the criterion, so the rest follows
+data2vec, whose extraction the maintainers name:
 
-What LightHuBERT normalises we could not confirm: its public code (mechanicalsea/lighthubert)
-ships the model with one bias-free prediction head on the last layer (``layer_pred_heads``,
-``SLinear(D -> 768)`` with sliced input) but not the training criterion. Averaging the top
-layers is data2vec's recipe, which normalises each layer first (instance norm over time for
-speech, layer norm for text). We default to a parameter-free **layer norm per frame** of each
-layer before averaging ("layer_norm"), which removes each layer's learned affine scale like
-data2vec does and does not depend on padding; "instance_norm" (data2vec speech, over the valid
-frames of each row) and "none" are the alternatives.
+- ``target_output="ffn"``: each teacher layer's ``layer_result``, fairseq's name for the output
+  of the layer's feed-forward block before dropout and the residual add
+  (``TransformerSentenceEncoderLayer.forward`` in fairseq/models/wav2vec/wav2vec2.py), taken
+  here with a forward hook on torchaudio's ``feed_forward`` module of the teacher in eval mode.
+- ``teacher_layers``: the last 8 (data2vec's ``average_top_k_layers: 8``, fairseq
+  examples/data2vec/config/audio/pretraining/base_librispeech.yaml line 71).
+- ``target_norm="instance_norm"``: each layer normalised per channel over time before the
+  average (data2vec audio's ``instance_norm_target_layer: true``, line 70 of that file; it
+  normalises over the
+  padded row, we over the row's valid frames), no normalisation after it.
+- masks: static spans of 10 frames with ``mask_prob`` 0.65, the defaults of LightHuBERT's model
+  code (``LightHuBERTConfig.mask_prob`` / ``mask_length`` in lighthubert/lighthubert.py) and of
+  data2vec audio (lines 64-65 of that file); the loss is taken on masked frames only
+  (``masked_only``), as data2vec's is.
+- prediction: one bias-free Linear from the student's last layer to the teacher's width
+  (``layer_pred_heads`` with ``layer_pred_num = "0,...,0,1"`` in lighthubert/lighthubert.py).
+- loss: L1 (the maintainers' answer); its reduction (here: mean over channels, then over
+  masked frames) is not stated anywhere, so this is our choice.
 
-Prediction: the student (a :class:`LightHubertSupernet` at an explicit :class:`SubnetConfig`) sees
-the input with HuBERT-style span masks (torchaudio's ``_compute_mask_indices``: static spans of
-``mask_length`` frames, span starts ``mask_prob`` x frames / ``mask_length``, at least 2 spans)
-filled with its mask embedding; its last hidden state goes through :class:`PredictionHead`
-(a Linear from the leading D channels to D_t).
-
-Loss per frame: ``mean_d |pred - target|`` (L1) ``+ cos_weight x -log sigmoid(cos(pred,
-target))`` (DistilHuBERT's cosine term); averaged over masked frames, plus ``unmasked_weight`` x
-the average over unmasked valid frames unless ``masked_only``. Normalisation is per rank (a mean
-over this rank's frames).
+The previous default, now an option, is ``target_output="hidden" target_norm="layer_norm"``: the
+teacher's hidden states (each layer's output after its residual and LayerNorm) each layer-
+normalised per frame, then averaged. ``cos_weight`` adds DistilHuBERT's ``-log sigmoid(cos)``
+term (off by default: neither LightHuBERT nor data2vec uses it); ``masked_only=False`` adds the
+unmasked valid frames. Normalisation is per rank (a mean over this rank's frames).
 """
 
 from __future__ import annotations
@@ -41,11 +49,14 @@ from speechbert.errors import ConfigError
 from speechbert.losses.criterion import LossOutput
 from speechbert.models.lighthubert.space import SearchSpace
 from speechbert.models.lighthubert.supernet import LightHubertSupernet, frame_padding_mask
-from speechbert.models.upstream import Upstream
+from speechbert.models.upstream import Upstream, UpstreamOutput
 from speechbert.nn.elastic import ElasticLinear, SubnetConfig
 
 TARGET_NORMS = ("none", "layer_norm", "instance_norm")
 """Per-layer normalisations of the teacher's hidden states before they are averaged."""
+TARGET_OUTPUTS = ("ffn", "hidden")
+"""What each chosen teacher layer contributes: its feed-forward output before the residual
+(fairseq's ``layer_result``, LightHuBERT / data2vec) or its output hidden state."""
 
 
 @dataclass
@@ -53,19 +64,23 @@ class DistillLossConfig:
     """How teacher targets are built, where the student is scored, and the loss terms' weights."""
 
     teacher_layers: tuple[int, ...] = (-8, -7, -6, -5, -4, -3, -2, -1)
-    """Indices into the teacher's hidden states (0 = its first layer's input, -1 = last layer)
-    averaged into the target; default the last 8 layers, as LightHuBERT."""
-    target_norm: str = "layer_norm"
-    """Normalisation of each chosen layer before averaging: ``none``, ``layer_norm`` (per frame,
-    no affine) or ``instance_norm`` (per channel over the row's valid frames, data2vec)."""
+    """Teacher layers averaged into the target, numbered as its hidden states (1 = first layer,
+    -1 = last; 0 = the first layer's input, ``hidden`` only); default the last 8 (LightHuBERT)."""
+    target_output: str = "ffn"
+    """``ffn``: each layer's feed-forward output before the residual (LightHuBERT, data2vec);
+    ``hidden``: each layer's output hidden state."""
+    target_norm: str = "instance_norm"
+    """Normalisation of each chosen layer before averaging: ``instance_norm`` (per channel over
+    the row's valid frames, data2vec), ``layer_norm`` (per frame, no affine) or ``none``."""
     masked_only: bool = True
-    """Score masked frames only (LightHuBERT); False adds the unmasked valid frames."""
+    """Score masked frames only (data2vec; LightHuBERT does not say); False adds unmasked ones."""
     unmasked_weight: float = 1.0
     """Weight of the mean loss over unmasked frames when ``masked_only`` is False."""
     cos_weight: float = 0.0
     """Weight of DistilHuBERT's ``-log sigmoid(cos)`` term (DistilHuBERT uses 1; 0 = L1 only)."""
-    mask_prob: float = 0.8
-    """Fraction of frames chosen as span starts, times ``mask_length`` (HuBERT's 0.8)."""
+    mask_prob: float = 0.65
+    """Fraction of frames chosen as span starts, times ``mask_length`` (LightHuBERT's model code
+    and data2vec: 0.65; HuBERT pretraining uses 0.8)."""
     mask_length: int = 10
     """Frames per masked span."""
 
@@ -76,6 +91,12 @@ class DistillLossConfig:
                f"teacher_layers must be unique; got {self.teacher_layers}")
         _check(self.target_norm in TARGET_NORMS,
                f"target_norm must be one of {TARGET_NORMS}; got {self.target_norm!r}")
+        _check(self.target_output in TARGET_OUTPUTS,
+               f"target_output must be one of {TARGET_OUTPUTS}; got {self.target_output!r}")
+        _check(self.target_output == "hidden" or 0 not in self.teacher_layers,
+               "teacher_layers must not hold 0 with target_output='ffn' (hidden state 0 is the "
+               "first layer's input, which has no feed-forward output); got "
+               f"{self.teacher_layers}")
         _check(0.0 < self.mask_prob <= 1.0,
                f"mask_prob must be in (0, 1] (the student predicts masked frames); "
                f"got {self.mask_prob}")
@@ -127,6 +148,31 @@ def normalise_layer(x: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Te
     return x
 
 
+def teacher_layer_outputs(teacher: Upstream, wavs: torch.Tensor, lengths: torch.Tensor,
+                          target_output: str) -> tuple[UpstreamOutput, list[torch.Tensor] | None]:
+    """Run ``teacher`` on ``wavs`` (B, T); with ``target_output="ffn"`` also return each layer's
+    feed-forward output (B, T', D) before the residual, caught by forward hooks on the
+    ``feed_forward`` modules of a torchaudio HuBERT teacher (:class:`HubertUpstream`)."""
+    if target_output == "hidden":
+        return teacher(wavs, lengths), None
+    model = getattr(teacher, "model", None)
+    layers = getattr(getattr(getattr(model, "encoder", None), "transformer", None), "layers", None)
+    if layers is None:
+        raise ConfigError(f"DistillLossConfig.target_output='ffn' needs a HuBERT teacher (its "
+                          f"feed-forward outputs); got a {type(teacher).__name__}; set "
+                          f"loss.target_output=hidden to distil its hidden states")
+    caught: list[torch.Tensor] = []
+    handles = [layer.feed_forward.register_forward_hook(
+        lambda _module, _args, output: caught.append(output)) for layer in layers]
+    try:
+        out = teacher(wavs, lengths)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(caught) == len(layers), "the teacher skipped layers (LayerDrop in train mode?)"
+    return out, caught  # (B, T', D) each, layer order
+
+
 def span_mask(lengths: torch.Tensor, num_frames: int, mask_prob: float,
               mask_length: int) -> torch.Tensor:
     """HuBERT's span mask (B, T) bool over the valid ``lengths`` (B,) frames (torch's global RNG;
@@ -148,17 +194,19 @@ class DistillCriterion(nn.Module):
 
     def teacher_targets(self, teacher: Upstream, wavs: torch.Tensor,
                         lengths: torch.Tensor) -> TeacherTargets:
-        """Average the normalised ``teacher_layers`` of ``teacher`` on ``wavs`` (B, T)."""
+        """Average the normalised ``teacher_layers`` of ``teacher`` on ``wavs`` (B, T): their
+        feed-forward outputs (``target_output="ffn"``) or hidden states (``"hidden"``)."""
         with torch.no_grad():
-            out = teacher(wavs, lengths)
+            out, ffn = teacher_layer_outputs(teacher, wavs, lengths, self.cfg.target_output)
         count = len(out.hidden_states)
         bad = [i for i in self.cfg.teacher_layers if not -count <= i < count]
         if bad:
             raise ConfigError(f"DistillLossConfig.teacher_layers must index the teacher's "
                               f"{count} hidden states (-{count}..{count - 1}); got {bad}")
+        chosen = ([out.hidden_states[i] for i in self.cfg.teacher_layers] if ffn is None else
+                  [ffn[i - 1 if i > 0 else i] for i in self.cfg.teacher_layers])
         valid = ~frame_padding_mask(out.lengths, out.hidden_states[0].shape[1])  # (B, T')
-        layers = [normalise_layer(out.hidden_states[i].float(), valid, self.cfg.target_norm)
-                  for i in self.cfg.teacher_layers]
+        layers = [normalise_layer(x.float(), valid, self.cfg.target_norm) for x in chosen]
         return TeacherTargets(targets=torch.stack(layers).mean(0), lengths=out.lengths)
 
     def make_mask(self, lengths: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -3,6 +3,7 @@ three subnets on fixed masks, a frozen front end stays put, and checkpoints keep
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -23,8 +24,11 @@ from speechbert.lightning.distill import (
 from speechbert.lightning.pretrain import OptimConfig
 from speechbert.losses.distill import DistillLossConfig
 from speechbert.losses.distill_score import seeded_mask
+from speechbert.models.hubert.config import tiny as hubert_tiny
+from speechbert.models.hubert.convert import load_teacher
 from speechbert.models.lighthubert.checkpoint import load_supernet
 from speechbert.models.lighthubert.space import small, tiny
+from speechbert.models.lighthubert.teacher import TeacherMismatchError
 from tests.lightning.toy_distill import (
     LOSS,
     fixed_batch,
@@ -138,13 +142,17 @@ def test_checkpoint_keeps_the_contract_and_load_supernet_reads_it(tmp_path: Path
 
 
 def test_build_module_stage1_from_teacher_then_stage2_from_stage1(tmp_path: Path) -> None:
-    teacher_path = save_teacher_checkpoint(tmp_path / "teacher.ckpt")
+    full_size = replace(hubert_tiny(), num_layers=4, num_heads=4, ffn_dim=512)  # tiny's supernet
+    teacher_path = save_teacher_checkpoint(tmp_path / "teacher.ckpt", config=full_size)
     stage1 = build_distill_module(DistillConfig(stage=1, teacher=str(teacher_path)), tiny(),
                                   LOSS, OptimConfig())
-    teacher = tiny_teacher()
-    copied = stage1.student.state_dict()["encoder.layers.0.attention.k_proj.weight"]
+    teacher = load_teacher(teacher_path)
+    copied = stage1.student.state_dict()["encoder.layers.3.attention.k_proj.weight"]
     assert torch.equal(copied, teacher.model.state_dict()[
-        "encoder.transformer.layers.0.attention.k_proj.weight"])
+        "encoder.transformer.layers.3.attention.k_proj.weight"])
+    with pytest.raises(TeacherMismatchError, match="encoder.num_layers: teacher 2, supernet 4"):
+        build_distill_module(DistillConfig(stage=1, teacher=str(save_teacher_checkpoint(
+            tmp_path / "small_teacher.ckpt"))), tiny(), LOSS, OptimConfig())
     trainer = _trainer(tmp_path, 1)
     trainer.fit(stage1, train_dataloaders=_loader([fixed_batch()]))
     trainer.save_checkpoint(tmp_path / "stage1.ckpt")
@@ -152,7 +160,8 @@ def test_build_module_stage1_from_teacher_then_stage2_from_stage1(tmp_path: Path
     stage2 = build_distill_module(cfg, tiny(), LOSS, OptimConfig())
     for key, value in stage1.state_dict().items():
         assert torch.equal(stage2.state_dict()[key], value), key
-    with pytest.raises(ConfigError, match="differs from the search space of distill.init_from"):
+    with pytest.raises(ConfigError, match="distill.init_from=.*space='small' is a space of a "
+                       "different supernet"):
         build_distill_module(cfg, small(), LOSS, OptimConfig())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ from speechbert.losses.distill import (
     sandwich_subnets,
     span_mask,
 )
+from speechbert.models.hubert.build import build_wav2vec2
+from speechbert.models.hubert.config import tiny as hubert_tiny
+from speechbert.models.hubert.upstream import HubertUpstream
 from speechbert.models.lighthubert.space import tiny
 from speechbert.models.lighthubert.supernet import SupernetUpstream
 from speechbert.models.upstream import UpstreamOutput
@@ -72,7 +76,8 @@ def _hand_layer_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_loss_equals_a_hand_computation() -> None:
-    cfg = DistillLossConfig(teacher_layers=(-2, -1), cos_weight=0.5)
+    cfg = DistillLossConfig(teacher_layers=(-2, -1), cos_weight=0.5, target_output="hidden",
+                            target_norm="layer_norm")
     torch.manual_seed(0)
     supernet, teacher = tiny_supernet(), _teacher()
     criterion = build_distill_criterion(cfg, 128, 24)
@@ -106,7 +111,7 @@ def test_unmasked_frames_are_added_with_their_weight() -> None:
     losses = {}
     for masked_only, weight in ((True, 1.0), (False, 0.0), (False, 0.5)):
         cfg = DistillLossConfig(teacher_layers=(-1,), masked_only=masked_only,
-                                unmasked_weight=weight)
+                                unmasked_weight=weight, target_output="hidden")
         torch.manual_seed(0)
         criterion = build_distill_criterion(cfg, 128, 24)
         targets = criterion.teacher_targets(teacher, batch.wavs, batch.lengths)
@@ -123,7 +128,7 @@ def test_unmasked_frames_are_added_with_their_weight() -> None:
 def test_instance_norm_targets_ignore_padding() -> None:
     teacher = _teacher(layers=2)
     criterion = build_distill_criterion(
-        DistillLossConfig(teacher_layers=(0, 1), target_norm="instance_norm"), 128, 24)
+        DistillLossConfig(teacher_layers=(0, 1), target_output="hidden"), 128, 24)
     wavs, lengths = padded_batch()
     first = criterion.teacher_targets(teacher, wavs, lengths).targets
     for state in teacher.states:
@@ -136,7 +141,8 @@ def test_instance_norm_targets_ignore_padding() -> None:
 def test_gradients_reach_the_head_and_the_used_slices_not_the_teacher() -> None:
     supernet = tiny_supernet()
     teacher = SupernetUpstream(tiny_supernet(seed=1), tiny().max_subnet())
-    criterion = build_distill_criterion(DistillLossConfig(teacher_layers=(-2, -1)), 128, 128)
+    criterion = build_distill_criterion(
+        DistillLossConfig(teacher_layers=(-2, -1), target_output="hidden"), 128, 128)
     batch = _batch()
     targets = criterion.teacher_targets(teacher, batch.wavs, batch.lengths)
     torch.manual_seed(0)
@@ -149,7 +155,7 @@ def test_gradients_reach_the_head_and_the_used_slices_not_the_teacher() -> None:
 
 
 def test_teacher_layers_must_exist_and_config_errors_name_the_field() -> None:
-    criterion = build_distill_criterion(DistillLossConfig(), 128, 24)
+    criterion = build_distill_criterion(DistillLossConfig(target_output="hidden"), 128, 24)
     wavs, lengths = padded_batch()
     with pytest.raises(ConfigError, match=r"teacher_layers must index the teacher's 4 hidden "
                                           r"states \(-4..3\); got \[-8, -7, -6, -5\]"):
@@ -158,6 +164,41 @@ def test_teacher_layers_must_exist_and_config_errors_name_the_field() -> None:
         DistillLossConfig(target_norm="batch_norm").validate()
     with pytest.raises(ConfigError, match=r"DistillLossConfig.mask_prob must be in \(0, 1\]"):
         DistillLossConfig(mask_prob=0.0).validate()
+    with pytest.raises(ConfigError, match="must not hold 0 with target_output='ffn'"):
+        DistillLossConfig(teacher_layers=(0, -1)).validate()
+    ffn = build_distill_criterion(DistillLossConfig(), 128, 24)
+    with pytest.raises(ConfigError, match="target_output='ffn' needs a HuBERT teacher"):
+        ffn.teacher_targets(_teacher(), wavs, lengths)
+
+
+def test_default_targets_are_lighthubert_s_instance_normed_ffn_outputs_of_the_last_layers() -> None:
+    """The default target, by hand: each chosen layer's feed-forward output before the residual
+    (fairseq's layer_result), instance-normalised over the valid frames, then averaged."""
+    torch.manual_seed(0)
+    teacher = HubertUpstream(build_wav2vec2(replace(hubert_tiny(), num_layers=3)))
+    cfg = DistillLossConfig(teacher_layers=(1, -1))  # layers 1 and 3 of 3
+    assert (cfg.target_output, cfg.target_norm, cfg.mask_prob) == ("ffn", "instance_norm", 0.65)
+    criterion = build_distill_criterion(cfg, 128, 128)
+    wavs, lengths = padded_batch()
+    targets = criterion.teacher_targets(teacher, wavs, lengths)
+    states = teacher(wavs, lengths).hidden_states  # [input, layer 1, layer 2, layer 3]
+    layers = teacher.model.encoder.transformer.layers
+    feats, frames = teacher.model.feature_extractor(wavs, lengths)
+    _, attention_mask = teacher.model.encoder._preprocess(feats, frames)  # padding
+    valid = valid_frames(targets.lengths, states[0].shape[1])[..., None].float()  # (B, T, 1)
+    expected = []
+    for index in (0, 2):
+        ffn = layers[index].feed_forward  # post-LN: the FFN reads the layer's attention block
+        layer_input, _ = layers[index].attention(states[index], attention_mask)
+        normed = layers[index].layer_norm(states[index] + layer_input)
+        out = ffn.output_dense(torch.nn.functional.gelu(ffn.intermediate_dense(normed)))
+        count = valid.sum(1, keepdim=True)
+        mean = (out * valid).sum(1, keepdim=True) / count
+        var = ((out - mean) ** 2 * valid).sum(1, keepdim=True) / count
+        expected.append((out - mean) / torch.sqrt(var + 1e-5))
+    want = (expected[0] + expected[1]) / 2
+    mask = valid[..., 0].bool()
+    torch.testing.assert_close(targets.targets[mask], want[mask], atol=1e-4, rtol=0)
 
 
 def test_student_and_teacher_frames_must_agree() -> None:

@@ -2,8 +2,11 @@
 
 A :class:`SearchSpace` lists the choices of a once-for-all supernet (embedding width, per-layer
 heads and FFN ratio, depth) on top of a :class:`SupernetArch` (the shared conv front end plus the
-full-size elastic encoder). Presets: :func:`base` and :func:`small` are LightHuBERT's, :func:`tiny`
-is for tests and the demo.
+full-size elastic encoder). Presets: :func:`base` and :func:`small` are LightHuBERT's two spaces
+of one 768-wide supernet (:func:`lighthubert_arch`), so one stage 1 serves both; :func:`large` is
+ours, for a HuBERT Large teacher; :func:`tiny` and :func:`tiny_fbank` are for tests and the demo.
+The supernet's front end is always its teacher's (stage 1 applies :meth:`SearchSpace.with_front_end`
+and stage 2 reads the stage-1 supernet with :meth:`SearchSpace.on_arch`).
 
 Parameter counts (:func:`count_params`) are the parameters a subnet uses, as a dense model of its
 sizes holds them: conv front end and its norms, the feature LayerNorm(C) and projection C -> D,
@@ -12,7 +15,8 @@ every kept layer, and the encoder LayerNorm. Not counted, as in LightHuBERT: the
 prediction heads, and there is no HuBERT ``final_proj`` / label embedding in the student.
 LightHuBERT's own ``calc_sampled_param_num`` differs in two small ways: it counts the mask
 embedding at full supernet width and leaves out the weight-norm gain g (K = 128); for Base's
-default subnet these cancel exactly (768 - 640 = 128). The published counts use its
+default subnet these cancel exactly (768 - 640 = 128); for Small's default it counts 256 more
+(768 - 384 - 128). The published counts use its
 ``extractor_mode="layer_norm"`` front end (a LayerNorm(512) after each of the 7 convs,
 7,168 parameters); with HuBERT base's single GroupNorm they are 6,144 lower. The ``fbank`` front
 end (:mod:`speechbert.models.hubert.fbank_frontend`) has no parameters.
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from speechbert.data.frames import HUBERT_CONV_LAYERS, receptive_field
 from speechbert.errors import ConfigError
@@ -63,9 +67,11 @@ class SupernetArch:
     conv_layers: tuple[ConvLayerSpec, ...] = hubert_conv_layers(512)
     """Conv front end, (channels, kernel, stride) per layer; shared by every subnet (``fbank``:
     the one pseudo layer of :func:`~speechbert.models.hubert.fbank_frontend.fbank_conv_layers`)."""
-    extractor_mode: str = "layer_norm"
-    """``layer_norm`` (LayerNorm after every conv, LightHuBERT), ``group_norm`` (HuBERT base) or
-    ``fbank`` (stacked filterbanks, no convs; the front end of a ``tiny_fbank`` teacher)."""
+    extractor_mode: str = "group_norm"
+    """The teacher's front end, shared by every subnet: ``group_norm`` (one GroupNorm after the
+    first conv, HuBERT Base), ``layer_norm`` (a LayerNorm after every conv, HuBERT Large; the
+    default of LightHuBERT's model code) or ``fbank`` (stacked filterbanks, a ``tiny_fbank``
+    teacher)."""
     conv_bias: bool = False
     """Whether the conv layers have a bias term."""
     mask_embedding: bool = True
@@ -86,6 +92,14 @@ class SupernetArch:
     def check_subnet(self, subnet: SubnetConfig) -> None:
         """Raise :class:`ConfigError` if ``subnet`` is not a slice of the encoder."""
         self.encoder.check_subnet(subnet)
+
+    def full_subnet(self) -> SubnetConfig:
+        """The subnet that runs every weight (what stage 1 trains, whatever the space)."""
+        return self.encoder.max_subnet()
+
+    def front_end(self) -> tuple[str, tuple[ConvLayerSpec, ...], bool]:
+        """(extractor_mode, conv_layers, conv_bias): everything that builds the front end."""
+        return self.extractor_mode, self.conv_layers, self.conv_bias
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,24 @@ class SearchSpace:
                                               * max(self.depths)))
         self.check_subnet(self.default)
         return self
+
+    def with_front_end(self, extractor_mode: str, conv_layers: tuple[ConvLayerSpec, ...],
+                       conv_bias: bool) -> SearchSpace:
+        """This space on a supernet whose front end is the one given (the teacher's)."""
+        arch = replace(self.arch, extractor_mode=extractor_mode,
+                       conv_layers=tuple(tuple(layer) for layer in conv_layers),  # type: ignore[misc]
+                       conv_bias=conv_bias,
+                       encoder=replace(self.arch.encoder, in_features=conv_layers[-1][0]))
+        return replace(self, arch=arch).validate()
+
+    def on_arch(self, arch: SupernetArch) -> SearchSpace:
+        """These choices on ``arch`` (a stage-1 checkpoint's supernet); :class:`ConfigError`
+        when the Transformer geometry differs, since the choices were made for this one."""
+        if arch.encoder != self.arch.encoder:
+            diffs = _field_diffs(self.arch.encoder, arch.encoder)
+            raise ConfigError(f"space={self.name!r} is a space of a different supernet than the "
+                              f"checkpoint's ({diffs}); use a space of that supernet")
+        return replace(self, arch=arch).validate()
 
     @property
     def size(self) -> int:
@@ -314,29 +346,60 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(f"SearchSpace.{message}")
 
 
+def _field_diffs(ours: object, theirs: object) -> str:
+    """``name: ours != theirs`` for each dataclass field that differs."""
+    names = [f.name for f in fields(ours)]  # type: ignore[arg-type]
+    return ", ".join(f"{n}: {getattr(ours, n)} != {getattr(theirs, n)}" for n in names
+                     if getattr(ours, n) != getattr(theirs, n))
+
+
 def _subnet_check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(f"SubnetConfig.{message}")
 
 
-def base() -> SearchSpace:
-    """LightHuBERT Base: D in 512/640/768, heads 8/10/12 and FFN ratio 3.5/4 per layer, 12
-    layers, on a 768-wide supernet; default subnet 640 / 10 heads / 2560 (66.90 M params)."""
+def lighthubert_arch(extractor_mode: str = "group_norm") -> SupernetArch:
+    """The one supernet of LightHuBERT Base and Small: HuBERT Base's geometry (D 768, 12 heads
+    of 64, FFN 3072 in chunks of 768, 12 layers, LightHuBERT's depth map), as
+    mechanicalsea/lighthubert ``config/supernet/Supernet-{Base,Small}.yaml`` (``supernet:``
+    768 / 12 heads / ratio 4 / 12 layers in both files). The front end defaults to HuBERT
+    Base's (``group_norm``); stage 1 takes the teacher's, whatever it is
+    (:meth:`SearchSpace.with_front_end`).
+    """
     encoder = ElasticEncoderConfig(embed_dim=768, num_layers=12, num_heads=12, head_dim=64,
                                    ffn_dim=3072, ffn_chunk=768, depth_map=LIGHTHUBERT_DEPTH_MAP)
-    return SearchSpace("base", SupernetArch(encoder), embed_dims=(512, 640, 768),
+    return SupernetArch(encoder, extractor_mode=extractor_mode)
+
+
+def base() -> SearchSpace:
+    """LightHuBERT Base: D in 512/640/768, heads 8/10/12 and FFN ratio 3.5/4 per layer, 12
+    layers, on the 768-wide supernet; default subnet 640 / 10 heads / 2560 (66.90 M params)."""
+    return SearchSpace("base", lighthubert_arch(), embed_dims=(512, 640, 768),
                        heads=(8, 10, 12), ffn_ratios=(3.5, 4.0), depths=(12,),
                        default=SubnetConfig.uniform(640, 10, 2560, 12)).validate()
 
 
 def small() -> SearchSpace:
     """LightHuBERT Small: D in 256/384/512, heads 4/6/8 and FFN ratio 3/3.5/4 per layer, depth
-    10/11/12 on a 512-wide supernet; default subnet 384 / 6 heads / 1536 / 12 (26.88 M)."""
-    encoder = ElasticEncoderConfig(embed_dim=512, num_layers=12, num_heads=8, head_dim=64,
-                                   ffn_dim=2048, ffn_chunk=512, depth_map=LIGHTHUBERT_DEPTH_MAP)
-    return SearchSpace("small", SupernetArch(encoder), embed_dims=(256, 384, 512),
+    10/11/12, inside the same 768-wide supernet as Base (mechanicalsea/lighthubert
+    ``config/supernet/Supernet-Small.yaml``: ``supernet: embed_dim 768``), so one stage 1 serves
+    both spaces (the maintainers' answer in mechanicalsea/lighthubert issue #4); default subnet
+    384 / 6 heads / 1536 / 12 (26.88 M)."""
+    return SearchSpace("small", lighthubert_arch(), embed_dims=(256, 384, 512),
                        heads=(4, 6, 8), ffn_ratios=(3.0, 3.5, 4.0), depths=(10, 11, 12),
                        default=SubnetConfig.uniform(384, 6, 1536, 12)).validate()
+
+
+def large() -> SearchSpace:
+    """Not in LightHuBERT (it has no Large space): Base's choices scaled to HuBERT Large's
+    geometry (D 1024, 16 heads, FFN 4096, 24 pre-LN layers, a LayerNorm after every conv), so a
+    HuBERT Large teacher can start a supernet as an exact copy: D in 768/896/1024, heads
+    12/14/16, FFN ratio 3.5/4, 24 layers; default 896 / 14 heads / 3584."""
+    encoder = ElasticEncoderConfig(embed_dim=1024, num_layers=24, num_heads=16, head_dim=64,
+                                   ffn_dim=4096, ffn_chunk=1024, layer_norm_first=True)
+    return SearchSpace("large", SupernetArch(encoder, extractor_mode="layer_norm"),
+                       embed_dims=(768, 896, 1024), heads=(12, 14, 16), ffn_ratios=(3.5, 4.0),
+                       depths=(24,), default=SubnetConfig.uniform(896, 14, 3584, 24)).validate()
 
 
 def tiny() -> SearchSpace:
@@ -360,5 +423,5 @@ def tiny_fbank() -> SearchSpace:
 
 
 PRESETS: dict[str, Callable[[], SearchSpace]] = {"tiny": tiny, "tiny_fbank": tiny_fbank,
-                                                 "base": base, "small": small}
+                                                 "base": base, "small": small, "large": large}
 """Search-space presets by name, for registering in Hydra's ConfigStore (done in ``cli/``)."""

@@ -5,10 +5,10 @@ stored "current subnet"): the conv feature extractor (torchaudio's, not elastic)
 LayerNorm run at full size, the projection, mask embedding, positional conv and layers at the
 subnet's sizes, with small matmuls on sliced weights (see :mod:`speechbert.nn.elastic`).
 
-Module names mirror torchaudio's ``Wav2Vec2Model`` so a HuBERT teacher's weights load at full
-size (:func:`init_from_teacher`): ``feature_extractor`` = ``feature_extractor``,
-``feature_projection`` = ``encoder.feature_projection``, ``encoder`` = ``encoder.transformer``,
-``mask_embedding`` = ``HuBERTPretrainModel.mask_generator.mask_embedding``.
+Module names mirror torchaudio's ``Wav2Vec2Model`` so a HuBERT teacher's weights load at full size
+(:func:`~speechbert.models.lighthubert.teacher.copy_teacher`): ``feature_extractor`` =
+``feature_extractor``, ``feature_projection`` = ``encoder.feature_projection``, ``encoder`` =
+``encoder.transformer``, ``mask_embedding`` = ``HuBERTPretrainModel.mask_generator.mask_embedding``.
 
 Hidden states follow :class:`~speechbert.models.hubert.upstream.HubertUpstream`: the input of the
 first run layer (after the positional conv, and the LayerNorm for post-LN encoders), then each run
@@ -17,9 +17,7 @@ layer's output; for pre-LN encoders the last one includes the final LayerNorm.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -106,7 +104,8 @@ def build_feature_extractor(arch: SupernetArch) -> nn.Module:
 
 
 def build_supernet(arch: SupernetArch) -> LightHubertSupernet:
-    """A supernet with freshly initialised weights (load a teacher with :func:`init_from_teacher`).
+    """A supernet with freshly initialised weights (start from a teacher with
+    :func:`~speechbert.models.lighthubert.teacher.copy_teacher`).
 
     Built on the default device in float32; move it with ``.to(device, dtype)``.
     """
@@ -140,68 +139,3 @@ class SupernetUpstream(nn.Module):
         """Hidden states of ``wavs`` (B, T) float32 16 kHz with valid ``lengths`` (B,)."""
         out = self.supernet(wavs, lengths, self.subnet)
         return UpstreamOutput(hidden_states=out.hidden_states, lengths=out.lengths)
-
-
-TEACHER_KEY_MAP: tuple[tuple[str, str], ...] = (
-    (r"^mask_generator\.mask_embedding$", "mask_embedding"),
-    (r"^feature_extractor\.(.+)$", r"feature_extractor.\1"),
-    (r"^encoder\.feature_projection\.(.+)$", r"feature_projection.\1"),
-    (r"^encoder\.transformer\.(.+)$", r"encoder.\1"),
-)
-"""torchaudio ``Wav2Vec2Model`` / ``HuBERTPretrainModel`` key -> supernet key (after removing the
-pretraining model's ``wav2vec2.`` prefix). Keys matching none (``logit_generator``, ``aux``)
-have no counterpart in the supernet."""
-
-
-@dataclass
-class TeacherInitReport:
-    """What :func:`init_from_teacher` copied and why it left the rest."""
-
-    copied: list[str] = field(default_factory=list)
-    """Supernet keys that received the teacher's tensor."""
-    skipped: dict[str, str] = field(default_factory=dict)
-    """Teacher key -> why it was not copied (no counterpart, or a shape mismatch)."""
-    untouched: list[str] = field(default_factory=list)
-    """Supernet keys the teacher had nothing for (they keep their current values)."""
-
-    def summary(self) -> str:
-        """One line: counts, then each skip with its reason (first few) and the untouched keys."""
-        skips = "; ".join(f"{k}: {why}" for k, why in list(self.skipped.items())[:5])
-        more = f" (+{len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
-        return (f"copied {len(self.copied)} tensors, skipped {len(self.skipped)}"
-                f"{': ' + skips + more if skips else ''}; untouched: {self.untouched or 'none'}")
-
-
-def teacher_key(name: str) -> str | None:
-    """The supernet key for a torchaudio HuBERT key, or None when the supernet has none."""
-    name = name.removeprefix("wav2vec2.")
-    for pattern, replacement in TEACHER_KEY_MAP:
-        if re.match(pattern, name):
-            return re.sub(pattern, replacement, name)
-    return None
-
-
-def init_from_teacher(supernet: LightHubertSupernet,
-                      teacher_state: Mapping[str, torch.Tensor]) -> TeacherInitReport:
-    """Copy a torchaudio HuBERT state dict into ``supernet`` where names and shapes agree.
-
-    ``teacher_state`` is a ``Wav2Vec2Model`` state dict (e.g. ``load_teacher(path).model``) or a
-    ``HuBERTPretrainModel`` one. A teacher of the supernet's full size fills every weight but the
-    mask embedding (which only a pretraining model has). Nothing is sliced or resized: a tensor
-    whose shape differs is skipped and reported.
-    """
-    report = TeacherInitReport()
-    target = supernet.state_dict()
-    with torch.no_grad():
-        for name, value in teacher_state.items():
-            key = teacher_key(name)
-            if key is None or key not in target:
-                report.skipped[name] = "no counterpart in the supernet"
-            elif target[key].shape != value.shape:
-                report.skipped[name] = (f"shape {tuple(value.shape)} != supernet "
-                                        f"{tuple(target[key].shape)}")
-            else:
-                target[key].copy_(value)
-                report.copied.append(key)
-    report.untouched = [k for k in target if k not in set(report.copied)]
-    return report

@@ -11,7 +11,7 @@ import torch
 
 from speechbert.data.frames import conv_frame_count
 from speechbert.errors import ConfigError
-from speechbert.lightning.distill import check_teacher
+from speechbert.lightning.distill import check_teacher, stage1_space
 from speechbert.losses.distill import DistillLossConfig
 from speechbert.models.hubert.build import build_hubert_pretrain, build_wav2vec2
 from speechbert.models.hubert.config import HubertConfig, tiny, tiny_fbank
@@ -20,11 +20,8 @@ from speechbert.models.hubert.features import HubertLayerFrames
 from speechbert.models.hubert.upstream import HubertUpstream
 from speechbert.models.lighthubert import space as spaces
 from speechbert.models.lighthubert.extract import export_hf, extract_subnet
-from speechbert.models.lighthubert.supernet import (
-    SupernetUpstream,
-    build_supernet,
-    init_from_teacher,
-)
+from speechbert.models.lighthubert.supernet import SupernetUpstream, build_supernet
+from speechbert.models.lighthubert.teacher import copy_teacher
 from speechbert.nn.fbank import utterance_fbank
 from tests.models.lighthubert.tiny_supernet import padded_batch, randomise, valid_frames
 
@@ -89,7 +86,7 @@ def test_fbank_supernet_starts_from_the_teacher_and_its_subnets_extract_exactly(
     teacher = build_wav2vec2(tiny_fbank())
     randomise(teacher)
     supernet = build_supernet(space.arch)
-    report = init_from_teacher(supernet, teacher.state_dict())
+    report = copy_teacher(supernet, teacher)
     assert "feature_projection.projection.weight" in report.copied
     randomise(supernet)
     supernet.eval()
@@ -114,12 +111,13 @@ def test_transformers_export_and_a_mismatched_teacher_are_refused(tmp_path) -> N
     with pytest.raises(ConfigError, match="no filterbank front end"):
         export_hf(dense, tmp_path / "hf")
     conv_teacher = HubertUpstream(build_wav2vec2(tiny()))
-    with pytest.raises(ConfigError, match="space=tiny_fbank"):
+    with pytest.raises(ConfigError, match="frames do not line up"):  # stage 2
         check_teacher(conv_teacher, space, DistillLossConfig(teacher_layers=[-1]), "t.ckpt")
+    with pytest.raises(ConfigError, match="encoder.num_layers: teacher 2, supernet 4"):
+        stage1_space(space, conv_teacher, "t.ckpt")
     fbank_teacher = HubertUpstream(build_wav2vec2(tiny_fbank()))
-    with pytest.raises(ConfigError, match="conv one"):
-        check_teacher(fbank_teacher, spaces.tiny(), DistillLossConfig(teacher_layers=[-1]),
-                      "t.ckpt")
+    # stage 1 puts any space of the teacher's size on the teacher's front end
+    assert stage1_space(spaces.tiny(), fbank_teacher, "t.ckpt").arch == space.arch
     check_teacher(fbank_teacher, space, DistillLossConfig(teacher_layers=[-1]), "t.ckpt")
 
 

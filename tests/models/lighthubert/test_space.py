@@ -44,18 +44,34 @@ PUBLISHED = [
 def test_published_parameter_counts(space_fn: Callable[[], SearchSpace],
                                     pick: Callable[[SearchSpace], SubnetConfig],
                                     millions: float) -> None:
-    space = space_fn()
+    space = space_fn()  # HuBERT Base's front end (group_norm), what stage 1 copies
     params = count_params(space, pick(space))
     assert abs(params - millions * 1e6) / (millions * 1e6) < 0.005
-    assert round(params / 1e6, 2) == millions  # in fact exact to the published digits
+    published = replace(space.arch, extractor_mode="layer_norm")  # LightHuBERT's code default
+    assert round(count_params(published, pick(space)) / 1e6, 2) == millions  # exact digits
 
 
 def test_group_norm_front_end_is_6144_params_smaller_and_still_within_half_a_percent() -> None:
     space = base()
-    arch = replace(space.arch, extractor_mode="group_norm")
+    arch = replace(space.arch, extractor_mode="layer_norm")
     cfg = space.max_subnet()
-    assert count_params(space, cfg) - count_params(arch, cfg) == 6 * 1024
-    assert abs(count_params(arch, cfg) - 94.38e6) / 94.38e6 < 0.005
+    assert count_params(arch, cfg) - count_params(space, cfg) == 6 * 1024
+    assert abs(count_params(space, cfg) - 94.38e6) / 94.38e6 < 0.005
+
+
+def test_base_and_small_are_two_spaces_of_one_768_wide_supernet() -> None:
+    assert small().arch == base().arch
+    encoder = small().arch.encoder
+    assert (encoder.embed_dim, encoder.num_heads, encoder.ffn_dim, encoder.ffn_chunk) == (
+        768, 12, 3072, 768)
+    assert small().arch.full_subnet() == SubnetConfig.uniform(768, 12, 3072, 12)
+    assert small().on_arch(base().arch) == small()
+
+
+def test_a_space_refuses_a_supernet_of_another_geometry() -> None:
+    with pytest.raises(ConfigError, match=r"space='small' is a space of a different supernet "
+                       r"than the checkpoint's \(embed_dim: 768 != 128"):
+        small().on_arch(tiny().arch)
 
 
 def _dense_torchaudio_params(space: SearchSpace, cfg: SubnetConfig) -> int:

@@ -14,12 +14,8 @@ from torchaudio.models import hubert_pretrain_model
 from speechbert.data.frames import receptive_field
 from speechbert.errors import ConfigError
 from speechbert.models.lighthubert.space import SearchSpace, count_macs, tiny
-from speechbert.models.lighthubert.supernet import (
-    SupernetUpstream,
-    build_supernet,
-    init_from_teacher,
-    teacher_key,
-)
+from speechbert.models.lighthubert.supernet import SupernetUpstream, build_supernet
+from speechbert.models.lighthubert.teacher import TeacherMismatchError, copy_teacher, teacher_key
 from speechbert.models.upstream import Upstream
 from speechbert.nn.elastic import SubnetConfig
 from tests.models.lighthubert.tiny_supernet import (
@@ -40,8 +36,8 @@ def test_max_subnet_hidden_states_equal_torchaudio_hubert_with_the_same_weights(
     reference = dense_torchaudio(space.arch)
     randomise(reference)
     supernet = build_supernet(space.arch).eval()
-    report = init_from_teacher(supernet, reference.state_dict())
-    assert report.skipped == {} and report.untouched == ["mask_embedding"]
+    report = copy_teacher(supernet, reference)
+    assert report.dropped == [] and report.untouched == ["mask_embedding"]
     wavs, lengths = padded_batch()
     with torch.no_grad():
         out = SupernetUpstream(supernet, space.max_subnet())(wavs, lengths)
@@ -68,26 +64,35 @@ def test_init_from_a_pretraining_model_copies_the_mask_embedding_and_reports_the
         enc.ffn_dim, 0.0, 0.0, enc.layer_norm_first, 0.0, 0.8, "static", 0.0, 10, False, 1,
         0.0, "static", 0.0, 10, False, 1, False, False, 100, 64, None)
     supernet = build_supernet(arch)
-    report = init_from_teacher(supernet, teacher.state_dict())
+    report = copy_teacher(supernet, teacher)
     assert report.untouched == []
-    assert set(report.skipped) == {"logit_generator.label_embeddings",
+    assert set(report.dropped) == {"logit_generator.label_embeddings",
                                    "logit_generator.final_proj.weight",
                                    "logit_generator.final_proj.bias"}
     assert len(report.copied) == len(supernet.state_dict())
     mask_embedding = teacher.mask_generator.mask_embedding
     torch.testing.assert_close(supernet.mask_embedding, mask_embedding, atol=0, rtol=0)
-    assert "copied 83 tensors, skipped 3" in report.summary()
+    assert "copied 83 tensors (every supernet tensor); dropped 3" in report.summary()
 
 
-def test_init_skips_tensors_whose_shapes_differ_and_names_both_shapes() -> None:
+def test_a_teacher_of_another_width_is_refused_naming_each_difference() -> None:
     supernet, arch = tiny_supernet(), tiny().arch
     narrow = replace(arch.encoder, embed_dim=96, num_heads=3, ffn_dim=384, ffn_chunk=96)
     teacher = dense_torchaudio(replace(arch, encoder=narrow))
-    report = init_from_teacher(supernet, teacher.state_dict())
-    key = "encoder.feature_projection.projection.weight"
-    assert report.skipped[key] == "shape (96, 64) != supernet (128, 64)"
-    assert "feature_extractor.conv_layers.0.conv.weight" in report.copied
-    assert "encoder.layers.0.attention.q_proj.weight" in report.untouched
+    with pytest.raises(TeacherMismatchError, match=r"encoder\.embed_dim: teacher 96, supernet "
+                       r"128; encoder\.num_heads: teacher 3, supernet 4; encoder\.ffn_dim"):
+        copy_teacher(supernet, teacher, "toy.ckpt")
+
+
+def test_a_teacher_with_another_front_end_is_refused_before_any_copy() -> None:
+    supernet, arch = tiny_supernet(), tiny().arch  # group_norm: HuBERT Base's layout
+    teacher = dense_torchaudio(replace(arch, extractor_mode="layer_norm"))
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    with pytest.raises(TeacherMismatchError, match="extractor_mode: teacher layer_norm, "
+                       "supernet group_norm"):
+        copy_teacher(supernet, teacher, "large.pt")
+    for key, value in supernet.state_dict().items():
+        torch.testing.assert_close(value, before[key], atol=0, rtol=0)
 
 
 def test_teacher_key_map() -> None:
