@@ -17,6 +17,29 @@ from the same stage-1 checkpoint) 250 single-subnet steps in 147 s validated bet
 sandwich steps in 210 s on all three subnets (max / default / min 0.619 / 0.623 / 0.628 vs 0.625 /
 0.633 / 0.636).
 
+Stage 2 across processes: an optimizer step trains one subnet (with ``sandwich``, one sampled plus
+max and min), drawn from (``subnet_seed``, the step) alone (:meth:`DistillModule.train_subnets`),
+so every rank and every accumulated micro-batch of the step trains the same one; and a training
+batch's mask is drawn from (``mask_seed``, the step, the batch's utterance ids)
+(:meth:`DistillModule.train_mask`), not from the process's global RNG (which ``seed_everything``
+seeds alike on every rank). A step's gradient is then one subnet's gradient over the whole global
+batch, and N ranks x k accumulated batches train what one process accumulating N x k batches
+trains (``tests/lightning/test_distill_ddp.py``, with dropout off: dropout still draws from each
+process's RNG). This is the rule of AutoFormer's once-for-all supernet training: it reseeds
+Python's ``random`` with the epoch on every rank (microsoft/Cream ``AutoFormer/supernet_engine.py``
+line 36) and draws one config per batch from it (line 55), while torch and numpy get per-rank seeds
+(``AutoFormer/supernet_train.py`` lines 197-200, its ``random.seed`` commented out); it has no
+gradient accumulation. LightHuBERT's training code is not public (mechanicalsea/lighthubert issues
+#3, #8); its released model draws a subnet from Python's global ``random`` in a forward pre-hook
+(``lighthubert/lighthubert.py`` lines 503-534), i.e. per forward pass, so per micro-batch, and per
+rank unless its trainer seeded ``random`` alike on every rank (fairseq's does not:
+``fairseq_cli/train.py`` lines 67-68 seed numpy and torch only); what its runs did across ranks is
+not in the released code. A subnet shallower than the supernet leaves whole layers without
+gradient, so DDP needs ``trainer.find_unused_parameters`` (on by default, as AutoFormer's
+``find_unused_parameters=True``, ``supernet_train.py`` line 288); :meth:`DistillModule.on_fit_start`
+refuses it off unless every step runs every layer (stage 1; a space whose only depth is the
+supernet's, such as Base).
+
 The module is a thin holder. The teacher is frozen (no gradient), always in eval mode, moved with
 the module, and not registered as a submodule: it is neither optimised nor saved (a checkpoint
 holds ``student.`` and ``criterion.head.`` weights only, and resumes with a strict load). The
@@ -350,7 +373,8 @@ def build_distill_module(cfg: DistillConfig, space: SearchSpace, loss: DistillLo
 def rewire_student(module: DistillModule, batches: Iterable[AudioBatch]) -> Importance:
     """Reorder the student's heads and FFN units by importance (DynaBERT) measured with the
     distillation loss of the max subnet on ``batches``; call before training starts. The global
-    RNG (masks) is left as it was, so training draws the same masks with or without it."""
+    RNG (its masks draw from it) is left as it was, so training draws the same dropout with or
+    without it (training masks are seeded, :meth:`DistillModule.train_mask`)."""
     max_subnet = module.space.max_subnet()
 
     def loss_fn(supernet: LightHubertSupernet, batch: AudioBatch) -> torch.Tensor:
