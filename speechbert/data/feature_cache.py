@@ -419,3 +419,18 @@ def _publish(partial: Path, folder: Path, key: CacheKey, utterances: Sequence[Ut
     except OSError:
         if _read_index(folder, key, utterances, warn=False) is None:
             raise
+
+
+def cache_bytes(layer_dims: Sequence[int], frames: int, fp16: bool) -> int:
+    """Disk a cache entry of ``frames`` frames takes: sum of the layers' widths x frames x bytes
+    per value (2 for fp16, 4 for float32); shard and index overhead is not counted."""
+    return sum(layer_dims) * frames * (2 if fp16 else 4)
+
+
+def free_disk_bytes(folder: str | Path) -> int:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent, if it is not
+    made yet), by ``shutil.disk_usage``."""
+    path = Path(folder).resolve()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free

@@ -1,13 +1,14 @@
 """The FBANK baseline as an :class:`~speechbert.models.upstream.Upstream`: no parameters.
 
-80 kaldi log-mel filterbanks at 100 Hz (25 ms window, 10 ms shift, ``snip_edges``, no dither;
-:func:`speechbert.data.features.fbank_features`), computed per row on its valid samples only,
-returned as a one-layer upstream with ``downsample_rate = 160``. Row ``b`` has exactly kaldi's
-frame count for ``lengths[b]`` samples (0 below 400 samples); frames past it are zero.
-
-s3prl's SUPERB ``fbank`` baseline appends deltas and delta-deltas (240 dims) and normalises
-each utterance's mean and variance; ``FbankConfig.s3prl()`` gives that, the default is the plain
-80 dims with per-utterance normalisation.
+By default s3prl's SUPERB ``fbank`` baseline (``s3prl/upstream/baseline/fbank.yaml``): 80 kaldi
+log-mel filterbanks at 100 Hz (25 ms window, 10 ms shift, ``snip_edges``, no dither;
+:func:`speechbert.data.features.fbank_features`), deltas and delta-deltas
+(``torchaudio.functional.compute_deltas``, window 5, as s3prl's ``Delta`` with
+``transforms.ComputeDeltas``), 240 dims, then per-utterance CMVN as s3prl's ``CMVN``
+(``upstream/baseline/extracter.py`` lines 78-90: subtract the mean, divide by the unbiased
+standard deviation plus 1e-10). Computed per row on its valid samples only and returned as a
+one-layer upstream with ``downsample_rate = 160``. Row ``b`` has exactly kaldi's frame count
+for ``lengths[b]`` samples (0 below 400 samples); frames past it are zero.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from speechbert.data.features import KALDI_SHIFT, KALDI_WINDOW, fbank_features
 from speechbert.errors import ConfigError
 from speechbert.models.upstream import UpstreamOutput
 
-CMVN_EPS = 1e-5
-"""Added to the standard deviation in per-utterance normalisation."""
+CMVN_EPS = 1e-10
+"""Added to the standard deviation in per-utterance normalisation (s3prl ``CMVN(eps=1e-10)``)."""
 
 
 @dataclass
@@ -34,7 +35,7 @@ class FbankConfig:
     """Mel filterbank channels per frame."""
     normalize: bool = True
     """Normalise each utterance to zero mean and unit variance per channel (CMVN)."""
-    delta_order: int = 0
+    delta_order: int = 2
     """0: filterbanks only; 1: + deltas; 2: + deltas and delta-deltas (s3prl's 240 dims)."""
 
     def validate(self) -> FbankConfig:
@@ -94,6 +95,7 @@ class FbankUpstream(nn.Module):
         feats = torch.cat(orders, dim=-1)  # (N, D)
         if self.config.normalize:
             mean = feats.mean(dim=0, keepdim=True)  # (1, D)
-            std = feats.std(dim=0, correction=0, keepdim=True)  # (1, D)
+            correction = 1 if feats.shape[0] > 1 else 0  # one frame: std 0, not NaN
+            std = feats.std(dim=0, correction=correction, keepdim=True)  # (1, D)
             feats = (feats - mean) / (std + CMVN_EPS)  # (N, D)
         return feats

@@ -10,7 +10,7 @@ MACs: for ``supernet`` and ``dense`` they are the exact analytic count of
 they are measured with ``torch.utils.flop_counter.FlopCounterMode`` on 1 s of audio, which counts
 the FLOPs of matmuls and convolutions as 2 x MACs, so its total is halved. Either way norms,
 activations, softmax and the FFTs of filterbank front ends are not counted (the FBANK baseline's
-figure is its mel-filter matmul only).
+figure is its mel-filter matmul and its two delta convolutions).
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ class UpstreamSpec:
     search.json file of ``speechbert-subnet``."""
     fbank_mel_bins: int = 80
     """``fbank`` only: mel channels per frame."""
-    fbank_delta_order: int = 0
-    """``fbank`` only: 0 plain, 2 adds deltas and delta-deltas (s3prl's 240 dims)."""
+    fbank_delta_order: int = 2
+    """``fbank`` only: 0 plain, 2 adds deltas and delta-deltas (s3prl's 240 dims, the default)."""
 
     def validate(self) -> UpstreamSpec:
         """Raise :class:`ConfigError` naming the field, the rule and the value."""
@@ -169,7 +169,7 @@ def _fbank_config(spec: UpstreamSpec) -> FbankConfig:
 
 def _fbank_identity(config: FbankConfig) -> str:
     return (f"name fbank mel={config.num_mel_bins} delta={config.delta_order} "
-            f"cmvn={config.normalize}")
+            f"cmvn={config.normalize} cmvn_std=unbiased")
 
 
 def _fbank(spec: UpstreamSpec) -> LoadedUpstream:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from speechbert.data.feature_cache import (
     CachedFeatures,
     CacheKey,
     FeatureCache,
+    cache_bytes,
     collate_cached,
+    free_disk_bytes,
     upstream_compute_fn,
 )
 from speechbert.data.manifest import Utterance, load_utterance, write_manifest
@@ -31,7 +34,7 @@ class ThreeLayers(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fbank = FbankUpstream(FbankConfig(normalize=False))
+        self.fbank = FbankUpstream(FbankConfig(normalize=False, delta_order=0))
 
     def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> UpstreamOutput:
         out = self.fbank(wavs, lengths)
@@ -66,7 +69,8 @@ def setup(tmp_path: Path, make_utts: MakeUtts) -> tuple[list[Utterance], Path, P
 
 def _expected(utt: Utterance) -> torch.Tensor:
     wav = load_utterance(utt)
-    out = FbankUpstream(FbankConfig(normalize=False))(wav[None], torch.tensor([wav.numel()]))
+    plain = FbankUpstream(FbankConfig(normalize=False, delta_order=0))
+    out = plain(wav[None], torch.tensor([wav.numel()]))
     return out.hidden_states[0][0]  # (T', 80)
 
 
@@ -207,3 +211,22 @@ def test_key_needs_exactly_one_upstream_identity(setup) -> None:
         CacheKey.create(manifest=manifest, checkpoint=checkpoint.with_name("nope.ckpt"))
     with pytest.raises(ConfigError, match="subnet must be JSON"):
         CacheKey.create(manifest=manifest, name="x", subnet="{not json")
+
+
+def test_cache_size_estimate_matches_what_an_entry_stores(tmp_path: Path, setup) -> None:
+    utts, manifest, _ = setup
+    for fp16 in (True, False):
+        feats = FeatureCache(tmp_path / f"cache{fp16}").get_or_compute(
+            CacheKey.create(manifest=manifest, name="x", fp16=fp16), utts, Counting(),
+            progress=False)
+        frames = sum(feats[i].hidden_states[0].shape[0] for i in range(len(feats)))
+        stored = sum(h.numel() * h.element_size() for i in range(len(feats))
+                     for h in feats[i].hidden_states)
+        assert cache_bytes(feats.dims, frames, fp16) == stored
+    assert cache_bytes([768] * 13, 1_000, fp16=True) == 13 * 768 * 1_000 * 2
+
+
+def test_free_disk_is_read_from_the_nearest_existing_folder(tmp_path: Path) -> None:
+    free = free_disk_bytes(tmp_path / "not" / "made" / "yet")
+    assert abs(free - shutil.disk_usage(tmp_path).free) < 64 << 20  # others write meanwhile
+    assert not (tmp_path / "not").exists()

@@ -25,6 +25,7 @@ from speechbert.lightning.superb import (
 )
 from speechbert.lightning.superb_run import (
     Splits,
+    TaskFeatures,
     build_task,
     cache_features,
     cell_trainer_config,
@@ -33,7 +34,7 @@ from speechbert.lightning.superb_run import (
 )
 from speechbert.lightning.trainer import TrainerConfig, seed_everything
 from speechbert.models.fbank import FbankUpstream
-from speechbert.models.heads import asr, ks, sv
+from speechbert.models.heads import asr, ks, specaug, sv
 from speechbert.models.load import LoadedUpstream, UpstreamSpec
 from speechbert.models.upstream import UpstreamOutput
 from tests.lightning.superb_corpus import write_keyword_manifests
@@ -78,7 +79,7 @@ def _two_layers(signal: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor
 def _fit(task: TaskConfig, splits: Splits, run_dir: Path,
          ckpt_path: str | None = None) -> dict:
     seed_everything(0)
-    module, data = build_task(task, splits, frames_per_second=50.0, seed=0)
+    module, data = build_task(task, TaskFeatures.from_cache(splits, 50.0), seed=0)
     return train_and_test(module, data, cell_trainer_config(TRAINER, task), run_dir,
                           task.optim.max_steps, ckpt_path)
 
@@ -139,7 +140,8 @@ def test_asr_learns_letter_sequences(tmp_path: Path) -> None:
               for split, r in rows.items()}
     task = AsrTaskConfig(head=asr.AsrHeadConfig(project_dim=16, hidden_size=16, num_layers=1,
                                                 dropout=0.0),
-                         batch_size=16, val_every_n_steps=50, optim=head_optim(2e-2, 150, 10))
+                         batch_size=16, val_every_n_steps=50, optim=head_optim(2e-2, 150, 10),
+                         specaug=specaug.off())
     record = _fit(task, splits, tmp_path / "run")
     assert record["metric"] == "wer"
     assert record["metrics"]["cer"] < 0.2, record

@@ -56,12 +56,14 @@ def _check(spec: UpstreamSpec, layers: int, tmp_path: Path) -> None:
 
 def test_fbank(tmp_path: Path) -> None:
     _check(UpstreamSpec(), 1, tmp_path)
-    loaded = load_upstream(UpstreamSpec())
+    loaded = load_upstream(UpstreamSpec(fbank_delta_order=0))
     assert loaded.params == 0
     # 98 frames x 257 FFT bins x 80 mel filters: the mel matmul is what FlopCounterMode sees
     assert loaded.macs_per_second == 98 * 257 * 80
-    deltas = load_upstream(UpstreamSpec(fbank_delta_order=2))
+    deltas = load_upstream(UpstreamSpec())  # the default: s3prl's 240 dims
     assert deltas.identity != loaded.identity and deltas.module.hidden_size == 240
+    # + two delta convolutions (window 5) over 98 frames x 80 channels
+    assert deltas.macs_per_second == 98 * 257 * 80 + 2 * 98 * 80 * 5
 
 
 def test_our_hubert_checkpoint(tmp_path: Path) -> None:

@@ -3,9 +3,12 @@
 As s3prl's ``downstream/sv_voxceleb1`` (``XVector`` + ``SP`` + ``UtteranceExtractor``) and
 Kaldi's x-vector: a linear projection, five frame-level TDNN layers (context 5/3/3/1/1,
 dilation 1/2/3/1/1, ReLU), statistics pooling (mean and standard deviation over valid frames),
-then two segment-level layers. The embedding used for scoring is the first segment layer's
-affine output (Kaldi's ``segment6`` "embedding a"); :meth:`XvectorHead.forward` continues through
-ReLU, the second layer and ReLU to give the loss input, as s3prl trains it with AM-softmax.
+then two segment-level layers, each followed by ReLU; :meth:`XvectorHead.forward` gives the
+second one's output, the loss input (s3prl ``UtteranceExtractor.forward``). The embedding scored
+on trials is the first segment layer's output after its ReLU, L2-normalised
+(:meth:`XvectorHead.embed`), as s3prl's ``UtteranceExtractor.inference`` (``model.py`` lines
+225-229) followed by ``F.normalize`` in ``expert.py`` line 224; trials are scored by cosine
+similarity (``expert.py`` line 114).
 
 Difference from s3prl/Kaldi: the TDNN layers zero-pad each row beyond its valid frames instead
 of trimming 14 context frames, so every valid frame keeps an output, the result does not depend
@@ -101,19 +104,23 @@ class XvectorHead(nn.Module):
         self.segment1 = nn.Linear(2 * config.stats_dim, config.embed_dim)
         self.segment2 = nn.Linear(config.embed_dim, config.embed_dim)
 
-    def embed(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Speaker embeddings (B, E) of ``features`` (B, T, D) with valid frames ``lengths``."""
+    def segment_a(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """First segment layer after its ReLU (B, E), of ``features`` (B, T, D) with valid
+        frames ``lengths`` (B,)."""
         mask = frame_mask(lengths, features.shape[1]).unsqueeze(-1).to(features.dtype)  # (B,T,1)
         x = self.project(features)  # (B, T, P)
         for tdnn in self.tdnns:
             x = tdnn(x, mask)  # (B, T, H)
         stats = masked_mean_std(x, lengths)  # (B, 2 S)
-        return self.segment1(stats)  # (B, E)
+        return F.relu(self.segment1(stats))  # (B, E)
+
+    def embed(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Unit-length speaker embeddings (B, E) for cosine scoring."""
+        return F.normalize(self.segment_a(features, lengths), dim=-1)  # (B, E)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Training output (B, E) for the speaker-classification loss."""
-        x = F.relu(self.embed(features, lengths))  # (B, E)
-        return F.relu(self.segment2(x))  # (B, E)
+        return F.relu(self.segment2(self.segment_a(features, lengths)))  # (B, E)
 
 
 def cosine_scores(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:

@@ -98,4 +98,20 @@ def test_golden_value_of_the_tiny_head() -> None:
     gen = torch.Generator().manual_seed(0)
     x, lengths = torch.randn(2, 30, 24, generator=gen), torch.tensor([30, 17])
     with torch.no_grad():
-        assert head.embed(x, lengths).abs().sum().item() == pytest.approx(4.71683, rel=1e-4)
+        assert head.segment_a(x, lengths).abs().sum().item() == pytest.approx(2.81949, rel=1e-4)
+        assert head.embed(x, lengths).abs().sum().item() == pytest.approx(10.26019, rel=1e-4)
+
+
+def test_embedding_is_the_first_segment_layer_after_relu_l2_normalised() -> None:
+    """s3prl's ``UtteranceExtractor.inference`` (linear1, ReLU) then ``F.normalize``."""
+    torch.manual_seed(0)
+    head = XvectorHead(8, tiny())
+    x, lengths = torch.randn(3, 25, 8), torch.tensor([25, 20, 16])
+    with torch.no_grad():
+        emb = head.embed(x, lengths)  # (B, E)
+        after_relu = head.segment_a(x, lengths)  # (B, E)
+        trained = head(x, lengths)  # (B, E)
+    assert (after_relu >= 0).all() and (emb >= 0).all()
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-6)
+    assert torch.allclose(emb * after_relu.norm(dim=-1, keepdim=True), after_relu, atol=1e-6)
+    assert torch.allclose(trained, torch.relu(head.segment2(after_relu)), atol=1e-6)
