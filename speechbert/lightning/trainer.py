@@ -34,8 +34,9 @@ class TrainerConfig:
     """Hardware, precision, clipping, validation and checkpoint cadence of a run.
 
     ``strategy=ddp`` runs Lightning's DDP with ``find_unused_parameters`` on by default:
-    HuBERT's LayerDrop skips whole layers at random, and without it the ranks' gradient
-    all-reduces fall out of step and the run hangs.
+    HuBERT's LayerDrop skips whole layers at random, and so does a stage-2 distillation subnet
+    shallower than its supernet; without it the ranks' gradient all-reduces fall out of step
+    and the run hangs or stops (the distillation module refuses it off when that can happen).
     """
 
     accelerator: str = "auto"
@@ -47,7 +48,7 @@ class TrainerConfig:
     strategy: str = "auto"
     """Lightning strategy: ``auto`` (one process), ``ddp`` (one process per device)."""
     find_unused_parameters: bool = True
-    """DDP: allow parameters without gradient in a step (LayerDrop); False is a bit faster."""
+    """DDP: allow parameters without gradient in a step (LayerDrop, shallower subnets)."""
     precision: str = "32"
     """``32``, ``bf16-mixed`` (GPUs with bfloat16) or ``16-mixed``."""
     gradient_clip_val: float = 10.0
