@@ -265,7 +265,8 @@ def build_distill_criterion(cfg: DistillLossConfig, student_dim: int,
 
 
 def sandwich_subnets(space: SearchSpace, rng: random.Random, sandwich: bool) -> list[SubnetConfig]:
-    """Subnets to train on one batch: one sampled, plus the largest and smallest when
-    ``sandwich`` (the sandwich rule of BigNAS / LightHuBERT's supernet training)."""
+    """Subnets to train at one optimizer step (on every rank and accumulated batch of it): one
+    sampled from ``rng``, plus the largest and smallest when ``sandwich`` (BigNAS's sandwich
+    rule; LightHuBERT's released model samples one subnet per forward pass)."""
     sampled = [space.sample(rng)]
     return sampled + [space.max_subnet(), space.min_subnet()] if sandwich else sampled
