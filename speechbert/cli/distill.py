@@ -5,8 +5,9 @@
 
 The config is :class:`DistillRunConfig` (typed: an unknown key or a wrong type fails before any
 work); ``configs/distill.yaml`` picks ``data``, ``trainer`` and a ``distill_experiment``. The
-search space is a preset name (``space=tiny|small|base``); stage 2 checks it equals the stage-1
-checkpoint's. Everything a run writes goes to ``run_dir`` (``runs/distill/<name>/``): the
+search space is a preset name (``space=tiny|tiny_fbank|small|base|large``); stage 1 puts it on a
+supernet with the teacher's front end, stage 2 on the stage-1 checkpoint's supernet (so
+``space=small`` reads a ``space=base`` stage 1: they share one supernet). Everything a run writes goes to ``run_dir`` (``runs/distill/<name>/``): the
 resolved ``config.yaml``, ``checkpoints/`` (``last.ckpt`` is what ``speechbert-subnet``,
 ``speechbert-export`` and stage 2 read), TensorBoard and CSV logs, ``metrics.json``.
 ``resume=auto`` continues from ``checkpoints/last.ckpt`` when it exists (then the stage-2
@@ -68,7 +69,8 @@ class DistillRunConfig:
     num_threads: int = 1
     """torch CPU threads; 1 is the fastest for the tiny space on a shared CPU, 0 keeps torch's."""
     space: str = "tiny"
-    """Search-space preset: ``tiny`` (tests, demo), ``small`` or ``base`` (LightHuBERT)."""
+    """Search-space preset: ``tiny`` / ``tiny_fbank`` (tests, demo), ``small`` or ``base``
+    (LightHuBERT, one supernet), ``large`` (a HuBERT Large teacher)."""
     distill: DistillConfig = field(default_factory=DistillConfig)
     """Stage, teacher, stage-1 checkpoint, sandwich rule, frozen front end, rewiring."""
     loss: DistillLossConfig = field(default_factory=DistillLossConfig)

@@ -364,7 +364,13 @@ def build_distill_module(cfg: DistillConfig, space: SearchSpace, loss: DistillLo
     if cfg.stage == 1:
         student = build_stage1_student(space, teacher, cfg.teacher)
         return DistillModule(student, teacher, criterion, space, cfg, optim)
-    criterion.head.load_state_dict(stage1.head_state)
+    try:
+        criterion.head.load_state_dict(stage1.head_state)
+    except RuntimeError as exc:
+        raise ConfigError(f"distill.teacher={cfg.teacher} is {teacher.hidden_size} wide but the "
+                          f"prediction head of distill.init_from={cfg.init_from} predicts another "
+                          f"width; stage 2 distils from stage 1's teacher "
+                          f"({stage1.hyper_parameters.get('teacher')})") from exc
     log.info("stage 2 starts from %s (step %d, space %r; now space %r)", cfg.init_from,
              stage1.global_step, stage1.space.name, space.name)
     return DistillModule(stage1.supernet.train(), teacher, criterion, space, cfg, optim)

@@ -65,6 +65,7 @@ def loss_config_from_hparams(values: Mapping[str, Any], source: str) -> DistillL
                               f"DistillLossConfig does not know ({sorted(known)}); was it written "
                               f"by another speechbert version?")
     settings = dict(values)
+    settings.setdefault("target_output", "hidden")  # written before the option: hidden states
     if "teacher_layers" in settings:
         settings["teacher_layers"] = tuple(int(i) for i in settings["teacher_layers"])
     try:

@@ -35,8 +35,10 @@ def _validated(*overrides: str) -> DistillRunConfig:
 
 
 def test_the_expected_experiments_ship() -> None:
-    assert set(EXPERIMENTS) == {f"lighthubert_{size}_stage{stage}" for size in
-                                ("mini", "small", "base") for stage in (1, 2)}
+    # one stage 1 for Base and Small: they are two spaces of one supernet
+    assert set(EXPERIMENTS) == {"lighthubert_mini_stage1", "lighthubert_mini_stage2",
+                                "lighthubert_base_stage1", "lighthubert_base_stage2",
+                                "lighthubert_small_stage2"}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -48,13 +50,18 @@ def test_every_experiment_composes(experiment: str) -> None:
     assert isinstance(run.loss.teacher_layers, tuple)
     assert run.space == ("tiny_fbank" if "_mini_" in experiment else experiment.split("_")[1])
     if stage == 2:
-        assert run.distill.init_from == (f"runs/distill/{experiment[:-1]}1/checkpoints/last.ckpt")
+        first = "lighthubert_mini_stage1" if "_mini_" in experiment else "lighthubert_base_stage1"
+        assert run.distill.init_from == f"runs/distill/{first}/checkpoints/last.ckpt"
     if "_mini_" in experiment:
         assert run.distill.teacher == "runs/pretrain/hubert_mini_iter2/checkpoints/last.ckpt"
         assert run.loss.teacher_layers == (-2, -1)  # the last two of the teacher's states
     else:
         assert run.data.train_manifests[0].startswith("manifests/librispeech/")
-        assert len(run.loss.teacher_layers) == 8
+        assert run.loss.teacher_layers == (-8, -7, -6, -5, -4, -3, -2, -1)
+        assert (run.loss.target_output, run.loss.target_norm, run.loss.mask_prob) == (
+            "ffn", "instance_norm", 0.65)  # LightHuBERT's target (losses/distill.py)
+        assert run.distill.teacher == (
+            "runs/pretrain/hubert_base_librispeech_iter2/checkpoints/last.ckpt")
 
 
 def test_overrides_are_typed() -> None:
@@ -88,5 +95,5 @@ def test_inputs_are_checked_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.train_labels / data.valid_labels must be null"):
         check_inputs(run)
     with pytest.raises(ConfigError,
-                       match=r"space must be one of \['base', 'small', 'tiny', 'tiny_fbank'\]"):
+                       match=r"space must be one of \['base', 'large', 'small', 'tiny', 'tiny_fbank'\]"):
         search_space("huge")

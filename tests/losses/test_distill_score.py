@@ -23,7 +23,8 @@ from speechbert.models.upstream import UpstreamOutput
 from speechbert.nn.elastic import SubnetConfig
 from tests.models.lighthubert.tiny_supernet import padded_batch, tiny_supernet
 
-LOSS = DistillLossConfig(teacher_layers=(-2, -1), mask_prob=0.5, mask_length=4)
+LOSS = DistillLossConfig(teacher_layers=(-2, -1), mask_prob=0.5, mask_length=4,
+                         target_output="hidden")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
