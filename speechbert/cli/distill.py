@@ -4,14 +4,14 @@
     speechbert-distill distill_experiment=lighthubert_mini_stage2 distill.rewire_batches=8
 
 The config is :class:`DistillRunConfig` (typed: an unknown key or a wrong type fails before any
-work); ``configs/distill.yaml`` picks ``data``, ``trainer`` and a ``distill_experiment``. The
-search space is a preset name (``space=tiny|tiny_fbank|small|base|large``); stage 1 puts it on a
-supernet with the teacher's front end, stage 2 on the stage-1 checkpoint's supernet (so
-``space=small`` reads a ``space=base`` stage 1: they share one supernet). Everything a run writes goes to ``run_dir`` (``runs/distill/<name>/``): the
-resolved ``config.yaml``, ``checkpoints/`` (``last.ckpt`` is what ``speechbert-subnet``,
-``speechbert-export`` and stage 2 read), TensorBoard and CSV logs, ``metrics.json``.
-``resume=auto`` continues from ``checkpoints/last.ckpt`` when it exists (then the stage-2
-rewiring, already in the saved weights, is not repeated). Run from the repo root.
+work); ``configs/distill.yaml`` picks ``data``, ``trainer`` and a ``distill_experiment``. The search
+space is a preset name (``space=tiny|tiny_fbank|small|base|large``); stage 1 puts it on a supernet
+with the teacher's front end, stage 2 on the stage-1 checkpoint's supernet (so ``space=small`` reads
+a ``space=base`` stage 1: they share one supernet). Everything a run writes goes to ``run_dir``
+(``runs/distill/<name>/``): the resolved ``config.yaml``, ``checkpoints/`` (``last.ckpt`` is what
+``speechbert-subnet``, ``speechbert-export`` and stage 2 read), TensorBoard and CSV logs,
+``metrics.json``. ``resume=auto`` continues from ``checkpoints/last.ckpt`` when it exists (then the
+stage-2 rewiring, already in the saved weights, is not repeated). Run from the repo root.
 """
 
 from __future__ import annotations
