@@ -1,0 +1,144 @@
+"""Real-size smoke runs of the pretraining recipes: HuBERT Base iterations 1 and 2, w2v-BERT 300m.
+
+Each recipe runs from its command line (``python -m speechbert.cli.pretrain
+experiment=<recipe>``) at its real model dimensions on the CPU, on a few 2 s clips of the
+bundled corpus (``tests/recipes/conftest.py``), for 2 optimizer steps; it writes
+``last.ckpt``, and a second launch resumes from it and trains one more step (global step 2 ->
+3). The only overrides are steps, devices, precision, data loader workers and paths (and, for
+w2v-BERT, the batch seconds); everything else is the recipe's. A w2v-BERT 300m checkpoint with
+AdamW state is several GB: every run folder is deleted when its test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechbert.models.hubert.config import base as hubert_base
+from speechbert.models.w2vbert.config import arch_300m
+from tests.recipes.conftest import REPO, FewUtterances, FrameLabels
+
+pytestmark = [pytest.mark.slow, pytest.mark.corpus]
+
+DEADLINE_S = 300.0
+"""Longest one CLI launch may take before the test fails."""
+CPU = ("trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32",
+       "trainer.progress_bar=false", "data.num_workers=0")
+"""Run on one CPU process in float32 (the recipes ask for 8 GPUs in bf16-mixed)."""
+RESTORED = "Restored all states from the checkpoint"
+"""Lightning's log line when a run continues from a checkpoint."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one CLI launch printed and cost."""
+
+    log: str
+    """stdout and stderr together."""
+    wall_s: float
+    """Wall time in seconds (inflated when other processes share the cores)."""
+    cpu_s: float
+    """User + system CPU seconds of the child process (steadier on a shared machine)."""
+
+
+def run_pretrain(*overrides: str) -> Launch:
+    """Launch ``speechbert-pretrain`` with ``overrides`` from the repo root, failing the test
+    with the output's tail on a non-zero exit."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "speechbert.cli.pretrain", *overrides],
+                            cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S,
+                            env=env)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return Launch(result.stdout + result.stderr, wall, cpu)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Iterator[Path]:
+    """A run folder that is deleted after the test (checkpoints of GB size)."""
+    folder = tmp_path / "run"
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _checkpoint(run_dir: Path) -> dict:
+    """``last.ckpt`` memory-mapped (the tensors are not read)."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, mmap=True,
+                      map_location="cpu")
+
+
+def _model_parameters(ckpt: dict) -> int:
+    """Parameters of the model in a checkpoint's state dict (buffers excluded where named)."""
+    return sum(t.numel() for k, t in ckpt["state_dict"].items()
+               if k.startswith("model.") and t.is_floating_point())
+
+
+def smoke_run(experiment: str, run_dir: Path, data: list[str]) -> dict:
+    """2 steps, then a resumed launch to step 3; returns the final checkpoint (mmap) and
+    prints both launches' wall times."""
+    common = [f"experiment={experiment}", f"run_dir={run_dir}", *data, *CPU,
+              "optim.warmup_steps=1"]
+    first = run_pretrain(*common, "optim.max_steps=2")
+    assert RESTORED not in first.log
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 2
+    assert _checkpoint(run_dir)["global_step"] == 2
+
+    resumed = run_pretrain(*common, "optim.max_steps=3")
+    assert RESTORED in resumed.log, resumed.log[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 3 and torch.isfinite(torch.tensor(metrics["train/loss"]))
+    ckpt = _checkpoint(run_dir)
+    assert ckpt["global_step"] == 3
+    print(f"\n{experiment}: 2 steps {first.wall_s:.1f} s wall ({first.cpu_s:.1f} s CPU), "
+          f"resume + 1 step {resumed.wall_s:.1f} s wall ({resumed.cpu_s:.1f} s CPU)")
+    return ckpt
+
+
+def _hubert_data(utts: FewUtterances, labels: FrameLabels) -> list[str]:
+    return [f"data.train_manifests=[{utts.train}]", f"data.valid_manifests=[{utts.valid}]",
+            f"data.train_labels=[{labels.train}]", f"data.valid_labels=[{labels.valid}]"]
+
+
+@pytest.mark.parametrize(("experiment", "labels_fixture"), [
+    ("hubert_base_librispeech_iter1", "mfcc_km100"),
+    ("hubert_base_librispeech_iter2", "random_km500"),
+])
+def test_hubert_base(experiment: str, labels_fixture: str, few_utterances: FewUtterances,
+                     run_dir: Path, request: pytest.FixtureRequest) -> None:
+    labels: FrameLabels = request.getfixturevalue(labels_fixture)
+    ckpt = smoke_run(experiment, run_dir, _hubert_data(few_utterances, labels))
+    expected = asdict(hubert_base()) | {"num_classes": labels.n_clusters}
+    saved = ckpt["hyper_parameters"]["model_config"]
+    assert {k: saved[k] for k in ("embed_dim", "num_layers", "num_heads", "ffn_dim",
+                                  "num_classes", "extractor_mode")} == {
+        k: expected[k] for k in ("embed_dim", "num_layers", "num_heads", "ffn_dim",
+                                 "num_classes", "extractor_mode")}
+    # HuBERT Base is ~95 M parameters (fairseq's examples/hubert/README.md, model table)
+    assert 94e6 < _model_parameters(ckpt) < 96e6
+
+
+def test_w2vbert_300m(few_utterances: FewUtterances, run_dir: Path) -> None:
+    # 4 s batches: 2 clips a step instead of all 4, as a step of the 300m model costs most
+    data = [f"data.train_manifests=[{few_utterances.train}]",
+            f"data.valid_manifests=[{few_utterances.valid}]", "data.max_batch_seconds=4"]
+    ckpt = smoke_run("w2vbert_300m_librispeech", run_dir, data)
+    saved = ckpt["hyper_parameters"]["model_config"]
+    real = asdict(arch_300m())
+    assert {k: saved[k] for k in ("model_dim", "num_layers", "num_bert_layers", "ffn_dim")} == {
+        k: real[k] for k in ("model_dim", "num_layers", "num_bert_layers", "ffn_dim")}
+    assert 300e6 < _model_parameters(ckpt) < 315e6
