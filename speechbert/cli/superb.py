@@ -10,7 +10,10 @@ a ``task`` (``configs/task/{asr,ks,sv}.yaml`` for the bundled corpus, ``*_superb
 real corpora with SUPERB's head sizes) and a ``trainer``. The cell's run folder is
 ``<out>/<upstream.name>/<task.name>`` with ``config.yaml``, checkpoints, logs and
 ``result.json``; a cell with ``result.json`` is skipped, otherwise ``resume=auto`` continues
-from ``last.ckpt``. Hidden states are cached under ``cache_dir`` once per upstream and split.
+from ``last.ckpt``. Features (``task.features``): ``cache`` computes each split's hidden states
+once per upstream under ``cache_dir``; ``online`` runs the frozen upstream inside every step
+(corpora too large to cache); ``auto`` (the default) estimates the cache against the free disk
+of ``cache_dir``, picks, and logs why.
 """
 
 from __future__ import annotations
