@@ -32,8 +32,8 @@ CLIP_SAMPLES = 32_000
 is dropped and no crop is taken."""
 NUM_TRAIN = 4
 """Training utterances."""
-NUM_VALID = 2
-"""Validation utterances."""
+NUM_VALID = 1
+"""Validation utterances (Lightning's sanity check runs validation before training)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _clips(source: Path, count: int) -> list[Utterance]:
 
 @pytest.fixture(scope="session")
 def few_utterances(tmp_path_factory: pytest.TempPathFactory) -> FewUtterances:
-    """4 training clips (train-clean-100) and 2 validation clips (dev-clean), 2 s each."""
+    """4 training clips (train-clean-100) and 1 validation clip (dev-clean), 2 s each."""
     if not (MINI / "train-clean-100.tsv").is_file():
         pytest.fail("bundled corpus missing: run `make setup` "
                     "(or python -m data_prep.minicorpus --out data/mini)")

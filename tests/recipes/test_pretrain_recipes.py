@@ -4,8 +4,8 @@ Each recipe runs from its command line (``python -m speechbert.cli.pretrain
 experiment=<recipe>``) at its real model dimensions on the CPU, on a few 2 s clips of the
 bundled corpus (``tests/recipes/conftest.py``), for 2 optimizer steps; it writes
 ``last.ckpt``, and a second launch resumes from it and trains one more step (global step 2 ->
-3). The only overrides are steps, devices, precision, data loader workers and paths (and, for
-w2v-BERT, the batch seconds); everything else is the recipe's. A w2v-BERT 300m checkpoint with
+3). The only overrides are steps, devices, precision, data loader workers, batch seconds (one clip
+a step) and paths; everything else is the recipe's. A w2v-BERT 300m checkpoint with
 AdamW state is several GB: every run folder is deleted when its test ends.
 """
 
@@ -27,7 +27,7 @@ import torch
 
 from speechbert.models.hubert.config import base as hubert_base
 from speechbert.models.w2vbert.config import arch_300m
-from tests.recipes.conftest import REPO, FewUtterances, FrameLabels
+from tests.recipes.conftest import CLIP_SAMPLES, REPO, FewUtterances, FrameLabels
 
 pytestmark = [pytest.mark.slow, pytest.mark.corpus]
 
@@ -109,9 +109,14 @@ def smoke_run(experiment: str, run_dir: Path, data: list[str]) -> dict:
     return ckpt
 
 
-def _hubert_data(utts: FewUtterances, labels: FrameLabels) -> list[str]:
-    return [f"data.train_manifests=[{utts.train}]", f"data.valid_manifests=[{utts.valid}]",
-            f"data.train_labels=[{labels.train}]", f"data.valid_labels=[{labels.valid}]"]
+def _data(utts: FewUtterances, labels: FrameLabels | None = None) -> list[str]:
+    """Manifest and label paths, and batches of one 2 s clip: a real-size step costs seconds
+    of CPU per second of audio, so one clip a step is enough to run every code path."""
+    paths = [f"data.train_manifests=[{utts.train}]", f"data.valid_manifests=[{utts.valid}]",
+             f"data.max_batch_seconds={CLIP_SAMPLES / 16_000}"]
+    if labels is not None:
+        paths += [f"data.train_labels=[{labels.train}]", f"data.valid_labels=[{labels.valid}]"]
+    return paths
 
 
 @pytest.mark.parametrize(("experiment", "labels_fixture"), [
@@ -121,7 +126,7 @@ def _hubert_data(utts: FewUtterances, labels: FrameLabels) -> list[str]:
 def test_hubert_base(experiment: str, labels_fixture: str, few_utterances: FewUtterances,
                      run_dir: Path, request: pytest.FixtureRequest) -> None:
     labels: FrameLabels = request.getfixturevalue(labels_fixture)
-    ckpt = smoke_run(experiment, run_dir, _hubert_data(few_utterances, labels))
+    ckpt = smoke_run(experiment, run_dir, _data(few_utterances, labels))
     expected = asdict(hubert_base()) | {"num_classes": labels.n_clusters}
     saved = ckpt["hyper_parameters"]["model_config"]
     assert {k: saved[k] for k in ("embed_dim", "num_layers", "num_heads", "ffn_dim",
@@ -133,10 +138,7 @@ def test_hubert_base(experiment: str, labels_fixture: str, few_utterances: FewUt
 
 
 def test_w2vbert_300m(few_utterances: FewUtterances, run_dir: Path) -> None:
-    # 4 s batches: 2 clips a step instead of all 4, as a step of the 300m model costs most
-    data = [f"data.train_manifests=[{few_utterances.train}]",
-            f"data.valid_manifests=[{few_utterances.valid}]", "data.max_batch_seconds=4"]
-    ckpt = smoke_run("w2vbert_300m_librispeech", run_dir, data)
+    ckpt = smoke_run("w2vbert_300m_librispeech", run_dir, _data(few_utterances))
     saved = ckpt["hyper_parameters"]["model_config"]
     real = asdict(arch_300m())
     assert {k: saved[k] for k in ("model_dim", "num_layers", "num_bert_layers", "ffn_dim")} == {
