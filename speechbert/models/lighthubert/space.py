@@ -367,7 +367,8 @@ def lighthubert_arch(extractor_mode: str = "group_norm") -> SupernetArch:
     (:meth:`SearchSpace.with_front_end`).
     """
     encoder = ElasticEncoderConfig(embed_dim=768, num_layers=12, num_heads=12, head_dim=64,
-                                   ffn_dim=3072, ffn_chunk=768, depth_map=LIGHTHUBERT_DEPTH_MAP)
+                                   ffn_dim=3072, ffn_chunk=768, depth_map=LIGHTHUBERT_DEPTH_MAP,
+                                   projection_dropout=0.0)  # LightHuBERTConfig.dropout_input
     return SupernetArch(encoder, extractor_mode=extractor_mode)
 
 
@@ -396,7 +397,8 @@ def large() -> SearchSpace:
     HuBERT Large teacher can start a supernet as an exact copy: D in 768/896/1024, heads
     12/14/16, FFN ratio 3.5/4, 24 layers; default 896 / 14 heads / 3584."""
     encoder = ElasticEncoderConfig(embed_dim=1024, num_layers=24, num_heads=16, head_dim=64,
-                                   ffn_dim=4096, ffn_chunk=1024, layer_norm_first=True)
+                                   ffn_dim=4096, ffn_chunk=1024, layer_norm_first=True,
+                                   projection_dropout=0.0)
     return SearchSpace("large", SupernetArch(encoder, extractor_mode="layer_norm"),
                        embed_dims=(768, 896, 1024), heads=(12, 14, 16), ffn_ratios=(3.5, 4.0),
                        depths=(24,), default=SubnetConfig.uniform(896, 14, 3584, 24)).validate()
