@@ -12,10 +12,9 @@ subnets (BigNAS's sandwich rule). All subnets of a step are scored on the same m
 targets computed once per batch; their losses are summed before one backward, so their gradients add
 up before one optimizer step (one backward also keeps DDP's gradient all-reduce, AMP's loss scaling,
 gradient clipping and ``accumulate_grad_batches`` as they are; the price is that the three subnets'
-activations are alive together). ``sandwich`` is off by default: on the bundled corpus (tiny space,
-from the same stage-1 checkpoint) 250 single-subnet steps in 147 s validated better than 100
-sandwich steps in 210 s on all three subnets (max / default / min 0.619 / 0.623 / 0.628 vs 0.625 /
-0.633 / 0.636).
+activations are alive together). ``sandwich`` is off by default: on the bundled corpus a single
+subnet per step validated better than the sandwich rule in the same wall time (an earlier
+measurement, made when subnets and masks were drawn per batch).
 
 Stage 2 across processes: an optimizer step trains one subnet (with ``sandwich``, one sampled plus
 max and min), drawn from (``subnet_seed``, the step) alone (:meth:`DistillModule.train_subnets`),
@@ -51,20 +50,13 @@ Validation scores fixed subnets on masks seeded from each batch's utterance ids,
 validation, and every subnet within one, sees the same masked frames: ``val/loss`` (stage 1, the
 full-size student), ``val/loss_max``, ``val/loss_default`` and ``val/loss_min`` (stage 2).
 
-``freeze_front_end`` (default off, as LightHuBERT) keeps the shared conv front end fixed: it runs
-without autograd and leaves the optimizer. Measured on this shared 2-core CPU, tiny space, one
-thread: a sandwich step on a 4 x 2 s batch (student forward + backward, teacher targets) took
-0.265 s trained vs 0.149 s frozen (-44 %), a max-subnet step 0.120 vs 0.085 s, a min-subnet step
-0.082 vs 0.054 s. In the whole mini stage-2 run (100 sandwich steps, data loading, teacher,
-validation) the saving was ~10 % of wall time (188 s vs 210 s, shared machine), and at equal
-steps the frozen run validated slightly worse (min subnet 0.6374 vs 0.6359, max 0.6252 vs
-0.6246), so it stays off by default; turn it on when steps are what is scarce.
+``freeze_front_end`` (default off: LightHuBERT trains it, ``feature_grad_mult`` 1.0 in
+``LightHuBERTConfig``) keeps the shared conv front end fixed: it runs without autograd and leaves
+the optimizer, which makes a step cheaper (``python -m evals.bench_supernet`` measures it); turn it
+on when steps are what is scarce.
 
-``rewire_batches`` (default 0) rewires the stage-1 supernet before stage 2 (DynaBERT). On the
-bundled corpus (8 batches) it lowered the untrained min subnet's validation loss only from 0.7494
-to 0.7461 (default 0.7335 -> 0.7272; max unchanged, the permutation is exact), and after 250
-stage-2 steps the runs were level (min 0.6278 vs 0.6281, default 0.6224 vs 0.6227, max 0.6193 vs
-0.6187; with the sandwich rule at 100 steps, min 0.6358 vs 0.6359).
+``rewire_batches`` (default 0) rewires the stage-1 supernet before stage 2 (DynaBERT); on the
+bundled corpus it made no difference after a few hundred stage-2 steps.
 """
 
 from __future__ import annotations

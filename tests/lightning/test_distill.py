@@ -99,7 +99,7 @@ def test_single_subnet_without_sandwich() -> None:
     module = toy_module(stage=2, sandwich=False)
     assert [name for name, _ in module.train_subnets(3)] == ["sampled"]
     drawn = {module.train_subnets(i)[0][1] for i in range(20)}
-    assert len(drawn) > 5, "subnets are drawn anew for each batch"
+    assert len(drawn) > 5, "subnets are drawn anew for each optimizer step"
 
 
 def test_frozen_front_end_gets_no_gradient_and_stays_put(tmp_path: Path) -> None:
