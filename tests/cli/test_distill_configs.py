@@ -94,6 +94,6 @@ def test_inputs_are_checked_before_any_work(tmp_path: Path) -> None:
                                  f"data.valid_labels=[{teacher}]"))
     with pytest.raises(ConfigError, match="data.train_labels / data.valid_labels must be null"):
         check_inputs(run)
-    with pytest.raises(ConfigError,
-                       match=r"space must be one of \['base', 'large', 'small', 'tiny', 'tiny_fbank'\]"):
+    with pytest.raises(ConfigError, match=r"space must be one of "
+                       r"\['base', 'large', 'small', 'tiny', 'tiny_fbank'\]"):
         search_space("huge")
