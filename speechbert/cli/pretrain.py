@@ -41,20 +41,39 @@ from speechbert.lightning.trainer import (
 )
 from speechbert.losses.criterion import PretrainCriterion
 from speechbert.losses.hubert import HubertCriterion, HubertLossConfig
-from speechbert.losses.w2vbert import W2VBertCriterion, W2VBertLossConfig
 from speechbert.models.hubert import config as hubert_presets
 from speechbert.models.hubert.build import build_hubert_pretrain
 from speechbert.models.hubert.config import HubertConfig
-from speechbert.models.w2vbert import config as w2vbert_presets
-from speechbert.models.w2vbert.build import build_w2vbert
-from speechbert.models.w2vbert.config import W2VBertConfig
+
+try:  # w2v-BERT is fairseq2's model; the HuBERT recipes also run where fairseq2 is missing
+    from speechbert.losses.w2vbert import W2VBertCriterion, W2VBertLossConfig
+    from speechbert.models.w2vbert import config as w2vbert_presets
+    from speechbert.models.w2vbert.build import build_w2vbert
+    from speechbert.models.w2vbert.config import W2VBertConfig
+    FAIRSEQ2_MISSING: str | None = None
+except ImportError as exc:
+    FAIRSEQ2_MISSING = str(exc)
 
 log = logging.getLogger(__name__)
+
+W2VBERT_PRESETS = ("tiny", "300m", "600m")
+"""Names of the w2v-BERT presets (``speechbert.models.w2vbert.config.PRESETS``); without
+fairseq2 they are registered as :class:`Unavailable` placeholders."""
 
 KMEANS_HINT = ("make them with: python -m data_prep.kmeans --features mfcc --n-clusters 100 "
                "--manifests <train.tsv> <valid.tsv> --out runs/kmeans/<name> (iteration 1), "
                "or --features layer --checkpoint <iteration-1 last.ckpt> --layer N (iteration 2)")
 """What to do when label files are missing."""
+
+
+@dataclass
+class Unavailable:
+    """A ``model`` or ``loss`` preset whose library is not installed (w2v-BERT without fairseq2)."""
+
+    preset: str = ""
+    """The preset as chosen on the command line, e.g. ``model=w2vbert_300m``."""
+    reason: str = ""
+    """Why it cannot be built (the import error)."""
 
 
 @dataclass
@@ -85,12 +104,28 @@ def register_configs() -> None:
     """Put the schema, the model presets and the loss configs into Hydra's ConfigStore."""
     cs = ConfigStore.instance()
     cs.store(name="pretrain_schema", node=PretrainConfig)
-    for family, presets in (("hubert", hubert_presets.PRESETS),
-                            ("w2vbert", w2vbert_presets.PRESETS)):
-        for preset, make in presets.items():
-            cs.store(group="model", name=f"{family}_{preset}", node=to_node(make()))
+    for preset, make in hubert_presets.PRESETS.items():
+        cs.store(group="model", name=f"hubert_{preset}", node=to_node(make()))
     cs.store(group="loss", name="hubert", node=to_node(HubertLossConfig()))
+    if FAIRSEQ2_MISSING is not None:
+        for preset in W2VBERT_PRESETS:
+            cs.store(group="model", name=f"w2vbert_{preset}",
+                     node=Unavailable(f"model=w2vbert_{preset}", FAIRSEQ2_MISSING))
+        cs.store(group="loss", name="w2vbert", node=Unavailable("loss=w2vbert", FAIRSEQ2_MISSING))
+        return
+    assert tuple(w2vbert_presets.PRESETS) == W2VBERT_PRESETS, "update W2VBERT_PRESETS"
+    for preset, make_w2vbert in w2vbert_presets.PRESETS.items():
+        cs.store(group="model", name=f"w2vbert_{preset}", node=to_node(make_w2vbert()))
     cs.store(group="loss", name="w2vbert", node=to_node(W2VBertLossConfig()))
+
+
+def refuse_unavailable(*configs: Any) -> None:
+    """Raise :class:`ConfigError` for a preset whose library is missing (:class:`Unavailable`)."""
+    for cfg in configs:
+        if isinstance(cfg, Unavailable):
+            raise ConfigError(f"{cfg.preset} needs fairseq2, which cannot be imported here "
+                              f"({cfg.reason}); install it (pip install fairseq2==0.8.1, with "
+                              f"torch 2.9.1) or pick a HuBERT model (model=hubert_base)")
 
 
 def to_run_config(cfg: DictConfig) -> PretrainConfig:
@@ -147,6 +182,7 @@ def _check_hubert_labels(model_cfg: HubertConfig, data: DataConfig) -> None:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Check the config, build everything, write ``config.yaml`` and train."""
     run_cfg = to_run_config(cfg)
+    refuse_unavailable(run_cfg.model, run_cfg.loss)
     run_cfg.optim.validate()
     run_cfg.data.validate()
     run_cfg.trainer.validate()

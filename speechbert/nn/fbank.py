@@ -13,11 +13,14 @@ mean/variance normalisation of every mel bin over time (unbiased std, as fairseq
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
-from fairseq2.data.audio import WaveformToFbankConverter, WaveformToFbankInput
 
 from speechbert.audio import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from fairseq2.data.audio import WaveformToFbankConverter
 
 WAVEFORM_SCALE = 2.0**15
 """Factor taking float waveforms in [-1, 1] to the 16-bit range kaldi features expect."""
@@ -27,6 +30,9 @@ MIN_STD = 1e-5
 
 @lru_cache(maxsize=4)
 def _converter(num_mel_bins: int) -> WaveformToFbankConverter:
+    # imported here: models without fbank input (HuBERT's conv front end) run without fairseq2
+    from fairseq2.data.audio import WaveformToFbankConverter
+
     return WaveformToFbankConverter(num_mel_bins=num_mel_bins, waveform_scale=WAVEFORM_SCALE,
                                     channel_last=True, standardize=False)
 
@@ -38,6 +44,8 @@ def utterance_fbank(wav: torch.Tensor, num_mel_bins: int = 80) -> torch.Tensor:
     (unbiased) std over the N frames; with fewer than 2 frames the result is all zeros.
     """
     assert wav.dim() == 1, f"expected a mono waveform (T,), got shape {tuple(wav.shape)}"
+    from fairseq2.data.audio import WaveformToFbankInput  # lazily, as in _converter
+
     wav = wav.detach().to("cpu", torch.float32).contiguous()
     example = WaveformToFbankInput(waveform=wav.unsqueeze(1),  # (T, 1)
                                    sample_rate=float(SAMPLE_RATE))

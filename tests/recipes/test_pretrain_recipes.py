@@ -138,3 +138,40 @@ def test_w2vbert_300m(few_utterances: FewUtterances, run_dir: Path) -> None:
     ckpt = smoke_run("w2vbert_300m_librispeech", run_dir, _data(few_utterances))
     assert config_from_dict(ckpt["hyper_parameters"]["model_config"]) == arch_300m()
     assert 300e6 < _model_parameters(ckpt) < 315e6
+
+
+WITHOUT_FAIRSEQ2 = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "fairseq2" or name.startswith("fairseq2."):
+            raise ImportError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, Block())
+from hydra import compose, initialize_config_dir
+from speechbert.cli import CONFIG_DIR
+from speechbert.cli.pretrain import build_pretraining, run, to_run_config
+from speechbert.errors import ConfigError
+
+with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    hubert = to_run_config(compose("pretrain", ["experiment=hubert_base_librispeech_iter1"]))
+    model, _ = build_pretraining(hubert.model, hubert.loss)
+    print("hubert parameters", sum(p.numel() for p in model.parameters()))
+    try:
+        run(compose("pretrain", ["experiment=w2vbert_300m_librispeech"]))
+    except ConfigError as exc:
+        print("refused:", exc)
+"""
+"""A child that cannot import fairseq2 builds HuBERT Base and is refused w2v-BERT."""
+
+
+def test_hubert_recipes_without_fairseq2() -> None:
+    """The GPU image has no fairseq2: HuBERT pretraining must not need it, and a w2v-BERT
+    recipe must fail with our ConfigError naming what to install."""
+    result = subprocess.run([sys.executable, "-c", WITHOUT_FAIRSEQ2], cwd=REPO, text=True,
+                            capture_output=True, timeout=DEADLINE_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hubert parameters 94" in result.stdout  # HuBERT Base, ~95 M
+    assert "refused: model=w2vbert_300m needs fairseq2" in result.stdout
+    assert "pip install fairseq2==0.8.1" in result.stdout
