@@ -26,6 +26,11 @@ TensorBoard ``train/loss`` events the runs log every step), the same over the wh
 memory: on a GPU the largest ``memory.used`` nvidia-smi reported while the run was alive
 (everything on that GPU, CUDA context included; run on an otherwise idle GPU), on the CPU the
 child's peak resident set (VmHWM). torchaudio's row also gives ``torch.cuda.max_memory_allocated``.
+
+Needs what the command lines need: torch with torchaudio of the same release, lightning,
+hydra-core, omegaconf, soundfile, tensorboard and this repository (``pip install -e .`` or run
+from its root); fairseq2 is not needed (the HuBERT and LightHuBERT paths never import it). On
+an image without them, install them from wheels brought along first.
 """
 
 from __future__ import annotations
