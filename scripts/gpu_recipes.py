@@ -29,8 +29,8 @@ child's peak resident set (VmHWM). torchaudio's row also gives ``torch.cuda.max_
 
 Needs what the command lines need: torch with torchaudio of the same release, lightning,
 hydra-core, omegaconf, soundfile, tensorboard and this repository (``pip install -e .`` or run
-from its root); fairseq2 is not needed (the HuBERT and LightHuBERT paths never import it). On
-an image without them, install them from wheels brought along first.
+from its root); not fairseq2 (checked on the CPU with fairseq2 made unimportable: pretraining,
+stage 1 and the ASR cell run). On an image without them, install wheels brought along first.
 """
 
 from __future__ import annotations

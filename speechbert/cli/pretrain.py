@@ -9,7 +9,9 @@ from the families' preset functions), ``loss``, ``data``, ``trainer`` and ``expe
 Everything a run writes goes to ``run_dir`` (``runs/pretrain/<name>/``): the resolved
 ``config.yaml``, ``checkpoints/``, TensorBoard and CSV logs, ``metrics.json``; ``resume=auto``
 continues from ``checkpoints/last.ckpt`` when it exists. Relative paths are relative to the
-working directory (run from the repo root; Hydra does not change it).
+working directory (run from the repo root; Hydra does not change it). Where fairseq2 cannot be
+imported (a GPU image with HuBERT only), the w2v-BERT presets are :class:`Unavailable`
+placeholders that ``run`` refuses with a :class:`ConfigError`; the HuBERT recipes run.
 """
 
 from __future__ import annotations
