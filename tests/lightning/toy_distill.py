@@ -27,6 +27,7 @@ from speechbert.models.hubert.config import tiny as hubert_tiny
 from speechbert.models.hubert.upstream import HubertUpstream
 from speechbert.models.lighthubert.space import tiny
 from speechbert.models.lighthubert.supernet import build_supernet
+from tests.lightning.child_process import run_with_threads
 from tests.lightning.toy_pretrain import PauseAtStep
 
 LOSS = DistillLossConfig(teacher_layers=(-2, -1), mask_prob=0.5, mask_length=4)
@@ -95,13 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Run (or resume) the toy stage-2 distillation on one thread; restore the thread count."""
-    args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run(args)
-    finally:
-        torch.set_num_threads(threads)
+    run_with_threads(run, build_parser().parse_args(argv), 1)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from speechbert.lightning.trainer import TrainerConfig, build_trainer, fit
 from speechbert.losses.distill import build_distill_criterion
 from speechbert.models.lighthubert.space import SearchSpace, tiny
 from speechbert.models.lighthubert.supernet import build_supernet
-from tests.lightning.child_process import REPO
+from tests.lightning.child_process import run_with_threads, start_module
 from tests.lightning.toy_distill import LOSS, tiny_teacher, toy_data
 
 
@@ -80,13 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the toy stage 2 on one thread; torch's thread count is restored afterwards."""
-    args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run(args)
-    finally:
-        torch.set_num_threads(threads)
+    run_with_threads(run, build_parser().parse_args(argv), 1)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -113,13 +105,7 @@ def run(args: argparse.Namespace) -> None:
 def start(corpus: Path, run_dir: Path, *args: str) -> subprocess.Popen[str]:
     """Start this module as a child process with ``args``; its output goes to
     ``<run_dir>.log`` (read it with :func:`tests.lightning.child_process.finish`)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = (run_dir.parent / f"{run_dir.name}.log").open("w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.lightning.toy_distill_ddp", "--corpus", str(corpus),
-         "--run-dir", str(run_dir), *args],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    return start_module("tests.lightning.toy_distill_ddp", corpus, run_dir, *args)
 
 
 if __name__ == "__main__":

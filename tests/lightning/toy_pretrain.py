@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from speechbert.lightning.datamodule import DataConfig, PretrainDataModule
 from speechbert.lightning.pretrain import OptimConfig, PretrainModule
 from speechbert.lightning.trainer import TrainerConfig, build_trainer, fit, resume_checkpoint
+from tests.lightning.child_process import run_with_threads
 from tests.lightning.toy import ToyCriterion, ToyModel
 
 
@@ -91,12 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Run (or resume) the toy pretraining; torch's thread count is restored afterwards."""
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        run(args)
-    finally:
-        torch.set_num_threads(threads)
+    run_with_threads(run, args, args.threads)
 
 
 def run(args: argparse.Namespace) -> None:
