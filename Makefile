@@ -190,7 +190,7 @@ $(RUNS)/demo/tts/metrics.json: $(RUNS)/text2vec/mini/metrics.json \
 
 # `make demo` only: two lanes of one stage each, so that lane A (k-means, HuBERT, distillation,
 # the searches one after another, the subnets' SUPERB cells) always has a core, and everything
-# else queues in lane B in this order. In the last run lane A held 14.0 min of stage time and
+# else queues in lane B in this order. In session 4's run lane A held 14.0 min of stage time and
 # lane B 15.7 min, and the demo took 15.7 min. Without these order-only links make -j2 started
 # w2v-BERT before HuBERT iteration 1 and SUPERB cells before distillation stage 2 (with the
 # conv teacher then, the demo took 20.7 min instead of 17.4).
