@@ -45,7 +45,8 @@ def _check_wav(wav: torch.Tensor) -> None:
 
 
 def mfcc_features(wav: torch.Tensor) -> torch.Tensor:
-    """13 MFCC + deltas + delta-deltas at 100 Hz, as fairseq's HuBERT recipe: (N, 39).
+    """13 MFCC + deltas + delta-deltas at 100 Hz, as fairseq's HuBERT recipe
+    (``examples/hubert/simple_kmeans/dump_mfcc_feature.py`` lines 45-53): (N, 39).
 
     ``wav`` is float32 mono 16 kHz, shape (T,). Uses ``torchaudio.compliance.kaldi.mfcc``
     (25 ms window, 10 ms shift, ``use_energy=False``) then ``compute_deltas`` twice.

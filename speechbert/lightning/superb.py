@@ -87,7 +87,8 @@ class TaskConfig:
     """Store cached features as float16 (half the disk; heads compute in float32)."""
     features: str = "auto"
     """``cache`` (compute every split's hidden states once, train on them), ``online`` (the
-    frozen upstream runs inside every step, as s3prl does) or ``auto`` (cache when the
+    frozen upstream runs inside every step, as s3prl's ``downstream/runner.py`` lines 297-301 at
+    ec8064b) or ``auto`` (cache when the
     estimated cache fits in ``cache_disk_share`` of the free disk, else online; logged)."""
     cache_disk_share: float = 0.5
     """``features=auto``: the largest share of the cache folder's free disk a cache may take."""

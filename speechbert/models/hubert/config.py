@@ -183,8 +183,8 @@ def tiny() -> HubertConfig:
 def tiny_fbank() -> HubertConfig:
     """The demo's teacher (0.88 M parameters): the fbank front end (MelHuBERT) instead of the
     conv stack, and the full size of the ``tiny_fbank`` LightHuBERT space (D = 128, 4 layers of
-    4 heads, FFN 512), so stage 1 starts the supernet as an exact copy of it, as LightHuBERT's
-    supernets start from HuBERT Base. Twice as deep and wide as ``tiny``, it still trains 1.25x
+    4 heads, FFN 512), so stage 1 starts the supernet as an exact copy of it, as the real-size
+    stage 1 starts from HuBERT Base. Twice as deep and wide as ``tiny``, it still trains 1.25x
     faster per step on one CPU thread (``python -m evals.bench_pretrain``: 69.9 vs 55.7
     audio-seconds per second), and after 300 steps of iteration 1 on the bundled corpus it
     predicts 13.0 % of the masked MFCC clusters where ``tiny`` predicts 5.4 %."""

@@ -1,9 +1,9 @@
 """A HuBERT teacher read as a LightHuBERT supernet: its front end, its Transformer geometry, and
 the exact copy of its weights that starts stage 1.
 
-Stage 1 starts the full-size student as a copy of the teacher (LightHuBERT's pre-distillation
-initialises the supernet from HuBERT; the maintainers describe the same start in
-mechanicalsea/lighthubert issue #4). A copy is only a copy when both models are the same
+Stage 1 starts the full-size student as a copy of the teacher. This is our recipe: the
+LightHuBERT code and the maintainers' answers read here (mechanicalsea/lighthubert issues #4, #6)
+do not say how their stage 1 was initialised. A copy is only a copy when both models are the same
 network, so this module reads the teacher's front end (:func:`teacher_front_end`: which norm
 follows which conv, or filterbanks) and Transformer geometry (:func:`teacher_geometry`) off the
 torchaudio model itself, lists what differs from a supernet (:func:`geometry_mismatches`), and
